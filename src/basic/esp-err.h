@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* ESP-IDF error codes, so device logs speak ESP-IDF (esp_err.h and the
+ * component headers named below). Our functions return negative values:
+ * -errno (< 0x100) or -ESP_ERR_* (>= 0x101). esp_err_to_name() names both. */
+
+#define ESP_OK 0
+#define ESP_FAIL_CODE 0xFFFF /* ESP_FAIL is -1 in ESP-IDF; it clashes with -EPERM, so it gets its own value here */
+#define ESP_ERR_NO_MEM 0x101
+#define ESP_ERR_INVALID_ARG 0x102
+#define ESP_ERR_INVALID_STATE 0x103
+#define ESP_ERR_INVALID_SIZE 0x104
+#define ESP_ERR_NOT_FOUND 0x105
+#define ESP_ERR_NOT_SUPPORTED 0x106
+#define ESP_ERR_TIMEOUT 0x107
+#define ESP_ERR_INVALID_RESPONSE 0x108
+#define ESP_ERR_INVALID_CRC 0x109
+#define ESP_ERR_INVALID_VERSION 0x10A
+#define ESP_ERR_INVALID_MAC 0x10B
+#define ESP_ERR_NOT_FINISHED 0x10C
+#define ESP_ERR_NOT_ALLOWED 0x10D
+
+/* components/nvs_flash/include/nvs.h */
+#define ESP_ERR_NVS_BASE 0x1100
+#define ESP_ERR_NVS_NOT_INITIALIZED (ESP_ERR_NVS_BASE + 0x01)
+#define ESP_ERR_NVS_NOT_FOUND (ESP_ERR_NVS_BASE + 0x02)
+#define ESP_ERR_NVS_TYPE_MISMATCH (ESP_ERR_NVS_BASE + 0x03)
+#define ESP_ERR_NVS_READ_ONLY (ESP_ERR_NVS_BASE + 0x04)
+#define ESP_ERR_NVS_NOT_ENOUGH_SPACE (ESP_ERR_NVS_BASE + 0x05)
+#define ESP_ERR_NVS_INVALID_NAME (ESP_ERR_NVS_BASE + 0x06)
+#define ESP_ERR_NVS_INVALID_HANDLE (ESP_ERR_NVS_BASE + 0x07)
+#define ESP_ERR_NVS_REMOVE_FAILED (ESP_ERR_NVS_BASE + 0x08)
+#define ESP_ERR_NVS_KEY_TOO_LONG (ESP_ERR_NVS_BASE + 0x09)
+#define ESP_ERR_NVS_PAGE_FULL (ESP_ERR_NVS_BASE + 0x0a)
+#define ESP_ERR_NVS_INVALID_STATE (ESP_ERR_NVS_BASE + 0x0b)
+#define ESP_ERR_NVS_INVALID_LENGTH (ESP_ERR_NVS_BASE + 0x0c)
+#define ESP_ERR_NVS_NO_FREE_PAGES (ESP_ERR_NVS_BASE + 0x0d)
+#define ESP_ERR_NVS_VALUE_TOO_LONG (ESP_ERR_NVS_BASE + 0x0e)
+#define ESP_ERR_NVS_PART_NOT_FOUND (ESP_ERR_NVS_BASE + 0x0f)
+#define ESP_ERR_NVS_NEW_VERSION_FOUND (ESP_ERR_NVS_BASE + 0x10)
+#define ESP_ERR_NVS_XTS_ENCR_FAILED (ESP_ERR_NVS_BASE + 0x11)
+#define ESP_ERR_NVS_XTS_DECR_FAILED (ESP_ERR_NVS_BASE + 0x12)
+#define ESP_ERR_NVS_XTS_CFG_FAILED (ESP_ERR_NVS_BASE + 0x13)
+#define ESP_ERR_NVS_XTS_CFG_NOT_FOUND (ESP_ERR_NVS_BASE + 0x14)
+#define ESP_ERR_NVS_ENCR_NOT_SUPPORTED (ESP_ERR_NVS_BASE + 0x15)
+#define ESP_ERR_NVS_KEYS_NOT_INITIALIZED (ESP_ERR_NVS_BASE + 0x16)
+#define ESP_ERR_NVS_CORRUPT_KEY_PART (ESP_ERR_NVS_BASE + 0x17)
+#define ESP_ERR_NVS_CONTENT_DIFFERS (ESP_ERR_NVS_BASE + 0x18)
+#define ESP_ERR_NVS_WRONG_ENCRYPTION (ESP_ERR_NVS_BASE + 0x19)
+
+/* components/app_update/include/esp_ota_ops.h (esp-formats.md §7.2) */
+#define ESP_ERR_OTA_BASE 0x1500
+#define ESP_ERR_OTA_PARTITION_CONFLICT (ESP_ERR_OTA_BASE + 0x01)
+#define ESP_ERR_OTA_SELECT_INFO_INVALID (ESP_ERR_OTA_BASE + 0x02)
+#define ESP_ERR_OTA_VALIDATE_FAILED (ESP_ERR_OTA_BASE + 0x03)
+#define ESP_ERR_OTA_SMALL_SEC_VER (ESP_ERR_OTA_BASE + 0x04)
+#define ESP_ERR_OTA_ROLLBACK_FAILED (ESP_ERR_OTA_BASE + 0x05)
+#define ESP_ERR_OTA_ROLLBACK_INVALID_STATE (ESP_ERR_OTA_BASE + 0x06)
+#define ESP_ERR_OTA_ALREADY_IN_PROGRESS (ESP_ERR_OTA_BASE + 0x07)
+#define ESP_ERR_OTA_SPI_MODE_MISMATCH (ESP_ERR_OTA_BASE + 0x08)
+
+/* components/efuse/include/esp_efuse.h */
+#define ESP_ERR_EFUSE 0x1600
+#define ESP_ERR_EFUSE_CNT_IS_FULL (ESP_ERR_EFUSE + 0x01)
+#define ESP_ERR_EFUSE_REPEATED_PROG (ESP_ERR_EFUSE + 0x02)
+#define ESP_ERR_CODING (ESP_ERR_EFUSE + 0x03)
+#define ESP_ERR_NOT_ENOUGH_UNUSED_KEY_BLOCKS (ESP_ERR_EFUSE + 0x04)
+#define ESP_ERR_DAMAGED_READING (ESP_ERR_EFUSE + 0x05)
+
+/* components/bootloader_support/include/esp_image_format.h */
+#define ESP_ERR_IMAGE_BASE 0x2000
+#define ESP_ERR_IMAGE_FLASH_FAIL (ESP_ERR_IMAGE_BASE + 1)
+#define ESP_ERR_IMAGE_INVALID (ESP_ERR_IMAGE_BASE + 2)
+
+/* components/esp_http_client/include/esp_http_client.h */
+#define ESP_ERR_HTTP_BASE 0x7000
+#define ESP_ERR_HTTP_MAX_REDIRECT (ESP_ERR_HTTP_BASE + 1)
+#define ESP_ERR_HTTP_CONNECT (ESP_ERR_HTTP_BASE + 2)
+#define ESP_ERR_HTTP_WRITE_DATA (ESP_ERR_HTTP_BASE + 3)
+#define ESP_ERR_HTTP_FETCH_HEADER (ESP_ERR_HTTP_BASE + 4)
+#define ESP_ERR_HTTP_INVALID_TRANSPORT (ESP_ERR_HTTP_BASE + 5)
+#define ESP_ERR_HTTP_CONNECTING (ESP_ERR_HTTP_BASE + 6)
+#define ESP_ERR_HTTP_EAGAIN (ESP_ERR_HTTP_BASE + 7)
+#define ESP_ERR_HTTP_CONNECTION_CLOSED (ESP_ERR_HTTP_BASE + 8)
+#define ESP_ERR_HTTP_NOT_MODIFIED (ESP_ERR_HTTP_BASE + 9)
+#define ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE (ESP_ERR_HTTP_BASE + 10)
+
+/* components/esp_https_ota/include/esp_https_ota.h */
+#define ESP_ERR_HTTPS_OTA_BASE 0x9000
+#define ESP_ERR_HTTPS_OTA_IN_PROGRESS (ESP_ERR_HTTPS_OTA_BASE + 1)
+
+/* components/esp_security/include/esp_ds_err.h (esp-formats.md §1.6) */
+#define ESP_ERR_HW_CRYPTO_BASE 0xC000
+#define ESP_ERR_HW_CRYPTO_DS_HMAC_FAIL (ESP_ERR_HW_CRYPTO_BASE + 0x1)
+#define ESP_ERR_HW_CRYPTO_DS_INVALID_KEY (ESP_ERR_HW_CRYPTO_BASE + 0x2)
+#define ESP_ERR_HW_CRYPTO_DS_INVALID_DIGEST (ESP_ERR_HW_CRYPTO_BASE + 0x4)
+#define ESP_ERR_HW_CRYPTO_DS_INVALID_PADDING (ESP_ERR_HW_CRYPTO_BASE + 0x5)
+
+/* Name of a result: 0 -> "ESP_OK", -ESP_ERR_x -> "ESP_ERR_x", -errno -> "E…"
+ * (e.g. "ENOMEM"). Never NULL. */
+const char *esp_err_to_name(int r);
+
+/* One-line human description: the ESP-IDF name plus, for errno values, strerror. */
+const char *esp_err_describe(int r, char *buf, size_t size);
