@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# The Debian 12 packages espfleet needs to build, test and run its demo.
+# Sourced by scripts/demo.sh and scripts/test.sh; installs only what is missing.
+ESPFLEET_DEB_PACKAGES=(
+        build-essential meson ninja-build pkg-config
+        libssl-dev openssl
+        libmosquitto-dev mosquitto mosquitto-clients
+        libsystemd-dev
+        libcurl4-openssl-dev curl
+        libconfig-dev
+        libcriterion-dev
+        nginx
+        python3 procps ca-certificates
+)
+
+ensure_deps() {
+        local missing=() p
+        for p in "${ESPFLEET_DEB_PACKAGES[@]}"; do
+                dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        done
+        [ ${#missing[@]} -eq 0 ] && return 0
+        echo "espfleet: installing missing Debian packages: ${missing[*]}" >&2
+        local sudo=()
+        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        "${sudo[@]}" apt-get update -q
+        # nginx's postinst starts a system nginx on :80; the tests run their own.
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# ensure_build DIR [MESON ARGS...]: configure (once) and build.
+ensure_build() {
+        local dir=$1; shift
+        if [ ! -f "$dir/build.ninja" ]; then
+                meson setup "$dir" "$@"
+        fi
+        ninja -C "$dir"
+}

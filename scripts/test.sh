@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every espfleet test: installs what is missing, builds, runs the unit
+# and integration suites (meson test), then the unit suite again under
+# AddressSanitizer + UndefinedBehaviorSanitizer. Ends with one line
+# "tests: N passed, M failed".
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh --suite unit    # extra args go to `meson test`
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+ensure_deps || exit 1
+
+passed=0
+failed=0
+tally() { # tally BUILDDIR
+        local f=$1/meson-logs/testlog.json
+        [ -f "$f" ] || return 0
+        local p q
+        p=$(grep -c '"result": "OK"' "$f" || true)
+        q=$(grep -cE '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$f" || true)
+        passed=$((passed + p))
+        failed=$((failed + q))
+}
+
+rc=0
+ensure_build build || { echo "tests: 0 passed, 1 failed"; exit 1; }
+meson test -C build --print-errorlogs --num-processes 2 "$@" || rc=1
+tally build
+
+if [ $# -eq 0 ] || [ "$*" = "--suite unit" ]; then
+        ensure_build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug \
+                || { echo "tests: $passed passed, $((failed + 1)) failed"; exit 1; }
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+                meson test -C build-asan --suite unit --print-errorlogs --num-processes 2 || rc=1
+        tally build-asan
+fi
+
+echo "tests: $passed passed, $failed failed"
+exit $rc
