@@ -35,6 +35,9 @@ typedef enum FlashOpenFlags {
  * file's size"; the file size must be a multiple of 4 KiB (-EBADMSG otherwise). */
 int flash_open(const char *path, FlashOpenFlags flags, uint32_t size, Flash **ret);
 Flash *flash_close(Flash *f);    /* accepts NULL, returns NULL */
+static inline void flash_closep(Flash **f) {
+        flash_close(*f);
+}
 
 uint32_t flash_size(const Flash *f);
 const char *flash_path(const Flash *f);
@@ -51,6 +54,16 @@ int flash_erase(Flash *f, uint32_t addr, size_t len);   /* addr and len 4 KiB al
 void flash_set_power_cut(Flash *f, int64_t n);
 void flash_power_restore(Flash *f);
 uint64_t flash_write_count(const Flash *f);  /* writes + erases done so far */
+
+/* Disk actually used by [addr, addr+len): allocated sectors × 4 KiB. */
+int flash_allocated_bytes(const Flash *f, uint32_t addr, size_t len, uint64_t *ret);
+
+/* Writes a dense copy of the image to `path` (mode 0600, holes as 0xFF), as
+ * QEMU and esptool expect. */
+int flash_export(Flash *f, const char *path);
+
+/* fdatasync() of the image file. */
+int flash_sync(Flash *f);
 
 /* A window onto part of a flash (a partition). Plain value type; `flash` is
  * borrowed. All offsets are relative to `offset`, and accesses outside
