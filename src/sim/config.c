@@ -1,0 +1,680 @@
+/* SPDX-License-Identifier: MIT */
+#define LOG_TOPIC LOG_TOPIC_SIM
+
+#include <arpa/inet.h>
+#include <libconfig.h>
+#include <math.h>
+#include <stdarg.h>
+#include <syslog.h>
+
+#include "basic/log.h"
+#include "basic/string-table.h"
+#include "sim/config.h"
+
+static const char *const tls_version_table[_TLS_VERSION_MAX] = {
+        [TLS_VERSION_1_2] = "tlsv1.2",
+        [TLS_VERSION_1_3] = "tlsv1.3",
+};
+DEFINE_STRING_TABLE_LOOKUP(tls_version, TlsVersion);
+
+static const struct {
+        const char *name;
+        int level;
+} log_levels[] = {
+        { "err", LOG_ERR },         { "error", LOG_ERR },  { "warning", LOG_WARNING },
+        { "notice", LOG_NOTICE },   { "info", LOG_INFO },  { "debug", LOG_DEBUG },
+};
+
+int log_level_from_string(const char *s) {
+        for (size_t i = 0; s && i < ELEMENTSOF(log_levels); i++)
+                if (streq(log_levels[i].name, s))
+                        return log_levels[i].level;
+        return -EINVAL;
+}
+
+typedef enum ConfigType {
+        CONFIG_STRING,          /* char *, checked by .check */
+        CONFIG_UINT,            /* unsigned, in [min, max] */
+        CONFIG_DOUBLE,          /* double, in [min, max]; an integer is accepted */
+        CONFIG_BOOL,            /* bool */
+        CONFIG_STRV,            /* char ** (NULL-terminated), each checked by .check */
+        CONFIG_TLS_VERSION,     /* TlsVersion, from its string table */
+} ConfigType;
+
+typedef int (*ConfigCheck)(const char *value, char *reason, size_t n);
+
+typedef struct ConfigItem {
+        const char *path;       /* "group.key" */
+        ConfigType type;
+        size_t offset;          /* into DaemonConfig */
+        const char *def;        /* default, as text (strings unquoted, lists comma-separated) */
+        double min, max;        /* numbers */
+        ConfigCheck check;      /* strings */
+        bool live;              /* applied on SIGHUP; false = needs a restart */
+        const char *comment;    /* one line, for the sample config */
+} ConfigItem;
+
+static int check_nonempty(const char *v, char *reason, size_t n) {
+        if (!*v) {
+                snprintf(reason, n, "must not be empty");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* A topic template: a topic name with at most one "%s" (the device id), no
+ * other conversion and no wildcard (a device publishes there). */
+static int check_topic_template(const char *v, char *reason, size_t n) {
+        unsigned n_s = 0;
+
+        if (v[0] != '/') {
+                snprintf(reason, n, "'%s' must start with '/'", v);
+                return -EINVAL;
+        }
+        if (strlen(v) > 200) {
+                snprintf(reason, n, "longer than 200 bytes");
+                return -EINVAL;
+        }
+        for (const char *p = v; *p; p++) {
+                if (*p == '+' || *p == '#') {
+                        snprintf(reason, n, "'%s' contains the MQTT wildcard '%c'", v, *p);
+                        return -EINVAL;
+                }
+                if (*p != '%')
+                        continue;
+                if (p[1] != 's') {
+                        snprintf(reason, n, "'%s': only one %%s (the device id) is allowed", v);
+                        return -EINVAL;
+                }
+                n_s++;
+                p++;
+        }
+        if (n_s > 1) {
+                snprintf(reason, n, "'%s': only one %%s (the device id) is allowed", v);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int check_https_url_or_empty(const char *v, char *reason, size_t n) {
+        if (!*v)
+                return 0;
+        if (!strneq(v, "https://", 8) || !v[8]) {
+                snprintf(reason, n, "'%s' is not an https:// URL", v);
+                return -EINVAL;
+        }
+        if (strlen(v) > 255) {
+                snprintf(reason, n, "longer than 255 bytes");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int check_ip_address(const char *v, char *reason, size_t n) {
+        unsigned char buf[sizeof(struct in6_addr)];
+
+        if (inet_pton(AF_INET, v, buf) == 1 || inet_pton(AF_INET6, v, buf) == 1)
+                return 0;
+        snprintf(reason, n, "'%s' is not an IPv4 or IPv6 address", v);
+        return -EINVAL;
+}
+
+static int check_log_level(const char *v, char *reason, size_t n) {
+        if (log_level_from_string(v) >= 0)
+                return 0;
+        snprintf(reason, n, "'%s' is not one of err, warning, notice, info, debug", v);
+        return -EINVAL;
+}
+
+static int check_debug_topics(const char *v, char *reason, size_t n) {
+        const char *p = v;
+
+        while (*p) {
+                size_t len = strcspn(p, ", ");
+                if (len > 0) {
+                        char word[32];
+                        if (len >= sizeof word) {
+                                snprintf(reason, n, "unknown log topic in '%s'", v);
+                                return -EINVAL;
+                        }
+                        memcpy(word, p, len);
+                        word[len] = 0;
+                        if (!streq(word, "all") && log_topic_from_string(word) < 0) {
+                                snprintf(reason, n, "unknown log topic '%s' (known: main, sim, mqtt, http, ota, nvs, flash, dsemu, image, all)", word);
+                                return -EINVAL;
+                        }
+                }
+                p += len;
+                p += strspn(p, ", ");
+        }
+        return 0;
+}
+
+#define F(field) offsetof(DaemonConfig, field)
+
+/* The one place every key, its type, range and default live. */
+static const ConfigItem config_items[] = {
+        { "fleet_dir", CONFIG_STRING, F(fleet_dir), "/var/lib/espfleet/fleet", .check = check_nonempty,
+          .comment = "fleet directory made by `espfleet provision`" },
+        { "first_device", CONFIG_UINT, F(first_device), "0", 0, 0x7fffffff,
+          .comment = "manifest index of the first device this daemon runs" },
+        { "device_count", CONFIG_UINT, F(device_count), "0", 0, 1000000,
+          .comment = "number of devices to run; 0 = every device from first_device on" },
+        { "workers", CONFIG_UINT, F(workers), "0", 0, 64,
+          .comment = "worker processes, each with its own event loop; 0 = one per devices_per_worker devices" },
+        { "devices_per_worker", CONFIG_UINT, F(devices_per_worker_max), "4500", 1, 6500,
+          .comment = "devices per worker when workers = 0 (each costs ~4 fds of the 20,000-fd limit)" },
+
+        { "broker.host", CONFIG_STRING, F(broker_host), "localhost", .check = check_nonempty,
+          .comment = "MQTT broker; this name is also checked against the broker's certificate" },
+        { "broker.port", CONFIG_UINT, F(broker_port), "8883", 1, 65535, .comment = "MQTT over TLS port" },
+        { "broker.bind_addresses", CONFIG_STRV, F(bind_addresses), "", .check = check_ip_address,
+          .comment = "source addresses used round-robin, e.g. [\"127.0.0.1\", \"127.0.0.2\"], to pass ~28k connections" },
+        { "broker.keepalive", CONFIG_UINT, F(keepalive_s), "60", 5, 65535, .comment = "MQTT keepalive in seconds" },
+        { "broker.tls_version_min", CONFIG_TLS_VERSION, F(tls_version_min), "tlsv1.2",
+          .comment = "lowest TLS version offered: \"tlsv1.2\" or \"tlsv1.3\"" },
+        { "broker.qos", CONFIG_UINT, F(qos), "1", 0, 2, .comment = "QoS of the command subscriptions and of device publishes" },
+
+        { "ramp.rate", CONFIG_DOUBLE, F(ramp_rate), "100", 0.01, 100000, .live = true,
+          .comment = "devices started per second at daemon start (across all workers)" },
+        { "ramp.jitter", CONFIG_DOUBLE, F(ramp_jitter), "0.5", 0, 1, .live = true,
+          .comment = "fraction of each start slot spread at random (0 = a strict metronome)" },
+
+        { "reconnect.backoff_min_ms", CONFIG_UINT, F(backoff_min_ms), "1000", 10, 3600000, .live = true,
+          .comment = "first reconnect delay after a lost or failed connection" },
+        { "reconnect.backoff_max_ms", CONFIG_UINT, F(backoff_max_ms), "60000", 10, 3600000, .live = true,
+          .comment = "the delay doubles per failed attempt up to this" },
+        { "reconnect.jitter", CONFIG_DOUBLE, F(backoff_jitter), "0.5", 0, 1, .live = true,
+          .comment = "fraction of each delay drawn at random" },
+        { "reconnect.connect_rate_max", CONFIG_DOUBLE, F(connect_rate_max), "200", 0.1, 100000, .live = true,
+          .comment = "fleet-wide cap on connection attempts per second (token bucket): no reconnect storm" },
+        { "reconnect.connect_timeout_ms", CONFIG_UINT, F(connect_timeout_ms), "30000", 100, 600000, .live = true,
+          .comment = "TCP + TLS + CONNACK must complete within this" },
+        { "reconnect.give_up_after", CONFIG_UINT, F(give_up_after), "0", 0, 1000000, .live = true,
+          .comment = "consecutive failed attempts before a device is marked failed; 0 = retry forever" },
+
+        { "device.boot_time_ms", CONFIG_UINT, F(boot_time_ms), "1500", 0, 600000, .live = true,
+          .comment = "time from a reset (start, /esp/restart) to the first connection attempt" },
+        { "device.log_topic", CONFIG_STRING, F(log_topic), "/esp/%s/log", .check = check_topic_template, .live = true,
+          .comment = "device log topic, %s = device id; \"/esp/log\" is the secure_esp seed's shared topic" },
+        { "device.status_topic", CONFIG_STRING, F(status_topic), "/esp/%s/status", .check = check_topic_template, .live = true,
+          .comment = "retained status (online/offline via will, running version)" },
+        { "device.default_interval", CONFIG_UINT, F(default_interval_s), "3600", 300, 9999999,
+          .comment = "OTA check interval in seconds until /esp/update/interval sets one" },
+
+        { "telemetry.enabled", CONFIG_BOOL, F(telemetry_enabled), "false", .live = true,
+          .comment = "publish a periodic JSON reading (temperature, humidity) per device" },
+        { "telemetry.interval", CONFIG_UINT, F(telemetry_interval_s), "60", 1, 86400, .live = true,
+          .comment = "seconds between two telemetry readings of one device" },
+        { "telemetry.topic", CONFIG_STRING, F(telemetry_topic), "/esp/%s/telemetry", .check = check_topic_template, .live = true,
+          .comment = "telemetry topic, %s = device id" },
+
+        { "ota.default_url", CONFIG_STRING, F(ota_default_url), "", .check = check_https_url_or_empty, .live = true,
+          .comment = "firmware URL when use_url = 0 (CONFIG_EXAMPLE_FIRMWARE_UPGRADE_URL)" },
+        { "ota.allow_equal_version", CONFIG_BOOL, F(ota_allow_equal_version), "false", .live = true,
+          .comment = "accept an image whose version equals the running one (tests only)" },
+        { "ota.start_jitter_ms", CONFIG_UINT, F(ota_start_jitter_ms), "0", 0, 3600000, .live = true,
+          .comment = "a broadcast /esp/update/run starts each device at random within this window" },
+        { "ota.confirm_timeout", CONFIG_UINT, F(ota_confirm_timeout_s), "60", 1, 86400, .live = true,
+          .comment = "seconds a new image has to reach the broker before it is rolled back" },
+
+        { "log.level", CONFIG_STRING, F(log_level), "info", .check = check_log_level, .live = true,
+          .comment = "daemon log level: err, warning, notice, info or debug" },
+        { "log.debug_topics", CONFIG_STRING, F(debug_topics), "", .check = check_debug_topics, .live = true,
+          .comment = "log topics raised to debug, e.g. \"sim,mqtt\" or \"all\"" },
+        { "log.summary_interval", CONFIG_UINT, F(summary_interval_s), "30", 0, 86400, .live = true,
+          .comment = "seconds between two fleet summary lines (and STATUS= updates); 0 = off" },
+};
+
+static void *item_ptr(DaemonConfig *c, const ConfigItem *it) {
+        return (uint8_t *) c + it->offset;
+}
+static const void *item_cptr(const DaemonConfig *c, const ConfigItem *it) {
+        return (const uint8_t *) c + it->offset;
+}
+
+static void strv_free(char **v) {
+        for (char **p = v; p && *p; p++)
+                free(*p);
+        free(v);
+}
+
+static void item_clear(DaemonConfig *c, const ConfigItem *it) {
+        void *p = item_ptr(c, it);
+
+        switch (it->type) {
+        case CONFIG_STRING:
+                free(*(char **) p);
+                *(char **) p = NULL;
+                break;
+        case CONFIG_STRV:
+                strv_free(*(char ***) p);
+                *(char ***) p = NULL;
+                break;
+        case CONFIG_UINT:
+        case CONFIG_DOUBLE:
+        case CONFIG_BOOL:
+        case CONFIG_TLS_VERSION:
+                break;
+        }
+}
+
+/* Sets a default from its text form (the table is trusted: no range check). */
+static int item_set_default(DaemonConfig *c, const ConfigItem *it) {
+        void *p = item_ptr(c, it);
+
+        switch (it->type) {
+        case CONFIG_STRING:
+                *(char **) p = strdup(it->def);
+                return *(char **) p ? 0 : -ENOMEM;
+        case CONFIG_UINT:
+                *(unsigned *) p = (unsigned) strtoul(it->def, NULL, 10);
+                return 0;
+        case CONFIG_DOUBLE:
+                *(double *) p = strtod(it->def, NULL);
+                return 0;
+        case CONFIG_BOOL:
+                *(bool *) p = streq(it->def, "true");
+                return 0;
+        case CONFIG_STRV:
+                *(char ***) p = calloc(1, sizeof(char *)); /* defaults are empty lists */
+                return *(char ***) p ? 0 : -ENOMEM;
+        case CONFIG_TLS_VERSION:
+                *(TlsVersion *) p = tls_version_from_string(it->def);
+                return 0;
+        }
+        return -EINVAL;
+}
+
+int daemon_config_init(DaemonConfig *c) {
+        *c = (DaemonConfig) {};
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
+                int r = item_set_default(c, &config_items[i]);
+                if (r < 0) {
+                        daemon_config_done(c);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+void daemon_config_done(DaemonConfig *c) {
+        if (!c)
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
+                item_clear(c, &config_items[i]);
+}
+
+static const char *config_type_name(int t) {
+        switch (t) {
+        case CONFIG_TYPE_GROUP: return "a group";
+        case CONFIG_TYPE_INT: return "an integer";
+        case CONFIG_TYPE_INT64: return "a 64-bit integer";
+        case CONFIG_TYPE_FLOAT: return "a number";
+        case CONFIG_TYPE_STRING: return "a string";
+        case CONFIG_TYPE_BOOL: return "a boolean";
+        case CONFIG_TYPE_ARRAY: return "an array";
+        case CONFIG_TYPE_LIST: return "a list";
+        default: return "something else";
+        }
+}
+
+static const char *item_type_name(ConfigType t) {
+        switch (t) {
+        case CONFIG_STRING: return "a string";
+        case CONFIG_UINT: return "an integer";
+        case CONFIG_DOUBLE: return "a number";
+        case CONFIG_BOOL: return "true or false";
+        case CONFIG_STRV: return "a list of strings";
+        case CONFIG_TLS_VERSION: return "a string";
+        }
+        return "?";
+}
+
+typedef struct ParseCtx {
+        const char *name;       /* file name for messages */
+        char *err;
+        size_t errlen;
+} ParseCtx;
+
+static int fail_at(ParseCtx *ctx, const config_setting_t *s, const char *path, const char *fmt, ...) _printf_(4, 5);
+static int fail_at(ParseCtx *ctx, const config_setting_t *s, const char *path, const char *fmt, ...) {
+        char reason[512];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(reason, sizeof reason, fmt, ap);
+        va_end(ap);
+        const char *file = (s ? config_setting_source_file(s) : NULL) ?: ctx->name;
+        snprintf(ctx->err, ctx->errlen, "%s:%u: key '%s': %s", file, s ? config_setting_source_line(s) : 0,
+                 path, reason);
+        return -EINVAL;
+}
+
+static const ConfigItem *item_find(const char *path) {
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
+                if (streq(config_items[i].path, path))
+                        return &config_items[i];
+        return NULL;
+}
+
+static bool group_known(const char *path) {
+        size_t n = strlen(path);
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
+                if (strneq(config_items[i].path, path, n) && config_items[i].path[n] == '.')
+                        return true;
+        return false;
+}
+
+static int item_parse(ParseCtx *ctx, DaemonConfig *c, const ConfigItem *it, const config_setting_t *s) {
+        char reason[400];
+        int t = config_setting_type(s);
+        void *p = item_ptr(c, it);
+
+        switch (it->type) {
+        case CONFIG_STRING:
+        case CONFIG_TLS_VERSION: {
+                if (t != CONFIG_TYPE_STRING)
+                        return fail_at(ctx, s, it->path, "expected %s, got %s", item_type_name(it->type), config_type_name(t));
+                const char *v = config_setting_get_string(s);
+                if (it->type == CONFIG_TLS_VERSION) {
+                        TlsVersion tv = tls_version_from_string(v);
+                        if (tv < 0)
+                                return fail_at(ctx, s, it->path, "'%s' is not \"tlsv1.2\" or \"tlsv1.3\"", v);
+                        *(TlsVersion *) p = tv;
+                        return 0;
+                }
+                if (it->check && it->check(v, reason, sizeof reason) < 0)
+                        return fail_at(ctx, s, it->path, "%s", reason);
+                char *dup = strdup(v);
+                if (!dup)
+                        return -ENOMEM;
+                free(*(char **) p);
+                *(char **) p = dup;
+                return 0;
+        }
+        case CONFIG_UINT: {
+                long long v;
+                if (t == CONFIG_TYPE_INT)
+                        v = config_setting_get_int(s);
+                else if (t == CONFIG_TYPE_INT64)
+                        v = config_setting_get_int64(s);
+                else
+                        return fail_at(ctx, s, it->path, "expected an integer, got %s", config_type_name(t));
+                if ((double) v < it->min || (double) v > it->max)
+                        return fail_at(ctx, s, it->path, "%lld is out of range %.0f..%.0f", v, it->min, it->max);
+                *(unsigned *) p = (unsigned) v;
+                return 0;
+        }
+        case CONFIG_DOUBLE: {
+                double v;
+                if (t == CONFIG_TYPE_FLOAT)
+                        v = config_setting_get_float(s);
+                else if (t == CONFIG_TYPE_INT)
+                        v = config_setting_get_int(s);
+                else if (t == CONFIG_TYPE_INT64)
+                        v = (double) config_setting_get_int64(s);
+                else
+                        return fail_at(ctx, s, it->path, "expected a number, got %s", config_type_name(t));
+                if (!isfinite(v) || v < it->min || v > it->max)
+                        return fail_at(ctx, s, it->path, "%g is out of range %g..%g", v, it->min, it->max);
+                *(double *) p = v;
+                return 0;
+        }
+        case CONFIG_BOOL:
+                if (t != CONFIG_TYPE_BOOL)
+                        return fail_at(ctx, s, it->path, "expected true or false, got %s", config_type_name(t));
+                *(bool *) p = config_setting_get_bool(s);
+                return 0;
+        case CONFIG_STRV: {
+                if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
+                        return fail_at(ctx, s, it->path, "expected a list of strings, got %s", config_type_name(t));
+                int n = config_setting_length(s);
+                if (n > CONFIG_BIND_MAX)
+                        return fail_at(ctx, s, it->path, "at most %d entries", CONFIG_BIND_MAX);
+                char **v = calloc((size_t) n + 1, sizeof(char *));
+                if (!v)
+                        return -ENOMEM;
+                for (int i = 0; i < n; i++) {
+                        const config_setting_t *e = config_setting_get_elem(s, (unsigned) i);
+                        if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+                                strv_free(v);
+                                return fail_at(ctx, e, it->path, "entry %d: expected a string, got %s", i,
+                                               config_type_name(config_setting_type(e)));
+                        }
+                        const char *sv = config_setting_get_string(e);
+                        if (it->check && it->check(sv, reason, sizeof reason) < 0) {
+                                strv_free(v);
+                                return fail_at(ctx, e, it->path, "entry %d: %s", i, reason);
+                        }
+                        v[i] = strdup(sv);
+                        if (!v[i]) {
+                                strv_free(v);
+                                return -ENOMEM;
+                        }
+                }
+                strv_free(*(char ***) p);
+                *(char ***) p = v;
+                return 0;
+        }
+        }
+        return -EINVAL;
+}
+
+static int walk(ParseCtx *ctx, DaemonConfig *c, const config_setting_t *group, const char *prefix) {
+        int n = config_setting_length(group);
+
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *s = config_setting_get_elem(group, (unsigned) i);
+                const char *name = config_setting_name(s);
+                char path[256];
+                int r;
+
+                if (!name)
+                        continue;
+                snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", name);
+                const ConfigItem *it = item_find(path);
+                if (it) {
+                        r = item_parse(ctx, c, it, s);
+                } else if (group_known(path)) {
+                        if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+                                return fail_at(ctx, s, path, "expected a group { … }, got %s",
+                                               config_type_name(config_setting_type(s)));
+                        r = walk(ctx, c, s, path);
+                } else
+                        return fail_at(ctx, s, path, "unknown key");
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Checks that span several keys; the error points at the later key. */
+static int cross_check(ParseCtx *ctx, config_t *cfg, DaemonConfig *c) {
+        if (c->backoff_min_ms > c->backoff_max_ms)
+                return fail_at(ctx, config_lookup(cfg, "reconnect.backoff_max_ms") ?: config_lookup(cfg, "reconnect.backoff_min_ms"),
+                               "reconnect.backoff_max_ms", "%u is below reconnect.backoff_min_ms (%u)",
+                               c->backoff_max_ms, c->backoff_min_ms);
+        return 0;
+}
+
+static int config_parse(DaemonConfig *c, config_t *cfg, bool ok, const char *name, char *err, size_t errlen) {
+        ParseCtx ctx = { .name = name, .err = err, .errlen = errlen };
+        DaemonConfig tmp;
+        int r;
+
+        if (!ok) {
+                if (config_error_type(cfg) == CONFIG_ERR_FILE_IO)
+                        snprintf(err, errlen, "%s: cannot read: %m", name);
+                else
+                        snprintf(err, errlen, "%s:%d: %s", config_error_file(cfg) ?: name,
+                                 config_error_line(cfg), config_error_text(cfg));
+                return -EINVAL;
+        }
+        /* Parse into a copy so a bad file leaves *c untouched. */
+        r = daemon_config_init(&tmp);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
+                const ConfigItem *it = &config_items[i];
+                switch (it->type) {
+                case CONFIG_STRING:
+                        free(*(char **) item_ptr(&tmp, it));
+                        *(char **) item_ptr(&tmp, it) = strdup(*(char *const *) item_cptr(c, it));
+                        break;
+                case CONFIG_STRV: {
+                        char *const *src = *(char **const *) item_cptr(c, it);
+                        size_t n = 0;
+                        while (src && src[n])
+                                n++;
+                        char **v = calloc(n + 1, sizeof(char *));
+                        for (size_t k = 0; v && k < n; k++)
+                                v[k] = strdup(src[k]);
+                        strv_free(*(char ***) item_ptr(&tmp, it));
+                        *(char ***) item_ptr(&tmp, it) = v;
+                        break;
+                }
+                case CONFIG_UINT:
+                        *(unsigned *) item_ptr(&tmp, it) = *(const unsigned *) item_cptr(c, it);
+                        break;
+                case CONFIG_DOUBLE:
+                        *(double *) item_ptr(&tmp, it) = *(const double *) item_cptr(c, it);
+                        break;
+                case CONFIG_BOOL:
+                        *(bool *) item_ptr(&tmp, it) = *(const bool *) item_cptr(c, it);
+                        break;
+                case CONFIG_TLS_VERSION:
+                        *(TlsVersion *) item_ptr(&tmp, it) = *(const TlsVersion *) item_cptr(c, it);
+                        break;
+                }
+        }
+        r = walk(&ctx, &tmp, config_root_setting(cfg), "");
+        if (r >= 0)
+                r = cross_check(&ctx, cfg, &tmp);
+        if (r < 0) {
+                daemon_config_done(&tmp);
+                return r;
+        }
+        daemon_config_done(c);
+        *c = tmp;
+        return 0;
+}
+
+int daemon_config_load(DaemonConfig *c, const char *path, char *err, size_t errlen) {
+        config_t cfg;
+        int r;
+
+        config_init(&cfg);
+        r = config_parse(c, &cfg, config_read_file(&cfg, path) == CONFIG_TRUE, path, err, errlen);
+        config_destroy(&cfg);
+        return r;
+}
+
+int daemon_config_load_string(DaemonConfig *c, const char *text, const char *name, char *err, size_t errlen) {
+        config_t cfg;
+        int r;
+
+        config_init(&cfg);
+        r = config_parse(c, &cfg, config_read_string(&cfg, text) == CONFIG_TRUE, name, err, errlen);
+        config_destroy(&cfg);
+        return r;
+}
+
+unsigned daemon_config_workers_for(const DaemonConfig *c, unsigned n_devices) {
+        unsigned w = c->workers;
+
+        if (w == 0)
+                w = (n_devices + c->devices_per_worker_max - 1) / c->devices_per_worker_max;
+        if (w > n_devices)
+                w = n_devices;
+        return MAX(w, 1u);
+}
+
+static void dump_value(FILE *f, const ConfigItem *it) {
+        switch (it->type) {
+        case CONFIG_STRING:
+        case CONFIG_TLS_VERSION:
+                fprintf(f, "\"%s\"", it->def);
+                break;
+        case CONFIG_STRV:
+                fputs("[ ]", f);
+                break;
+        case CONFIG_UINT:
+        case CONFIG_BOOL:
+                fputs(it->def, f);
+                break;
+        case CONFIG_DOUBLE:
+                /* libconfig types 100 as an integer; the parser takes both */
+                fputs(it->def, f);
+                break;
+        }
+}
+
+int daemon_config_dump_sample(FILE *f) {
+        const char *group = NULL;
+        size_t group_len = 0;
+
+        fputs("# espfleetd configuration (libconfig syntax).\n"
+              "# Every key is listed, commented out, at its default. Unknown keys, wrong\n"
+              "# types and out-of-range values stop the daemon with FILE:LINE and the key.\n", f);
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
+                const ConfigItem *it = &config_items[i];
+                const char *dot = strchr(it->path, '.');
+                size_t glen = dot ? (size_t) (dot - it->path) : 0;
+                bool same = group && dot && glen == group_len && strneq(group, it->path, glen);
+
+                if (group && !same) {
+                        fputs("};\n", f);
+                        group = NULL;
+                }
+                if (dot && !group) {
+                        fprintf(f, "\n%.*s = {\n", (int) glen, it->path);
+                        group = it->path;
+                        group_len = glen;
+                } else if (!dot)
+                        fputc('\n', f);
+                const char *indent = dot ? "        " : "";
+                fprintf(f, "%s# %s%s\n%s#%s = ", indent, it->comment, it->live ? "" : " (restart)",
+                        indent, dot ? dot + 1 : it->path);
+                dump_value(f, it);
+                fputs(";\n", f);
+        }
+        if (group)
+                fputs("};\n", f);
+        return ferror(f) ? -EIO : 0;
+}
+
+static bool item_equal(const DaemonConfig *a, const DaemonConfig *b, const ConfigItem *it) {
+        const void *pa = item_cptr(a, it), *pb = item_cptr(b, it);
+
+        switch (it->type) {
+        case CONFIG_STRING:
+                return streq_ptr(*(char *const *) pa, *(char *const *) pb);
+        case CONFIG_STRV: {
+                char *const *x = *(char **const *) pa, *const *y = *(char **const *) pb;
+                for (; x && y && *x && *y; x++, y++)
+                        if (!streq(*x, *y))
+                                return false;
+                return (!x || !*x) && (!y || !*y);
+        }
+        case CONFIG_UINT:
+                return *(const unsigned *) pa == *(const unsigned *) pb;
+        case CONFIG_DOUBLE:
+                return *(const double *) pa == *(const double *) pb;
+        case CONFIG_BOOL:
+                return *(const bool *) pa == *(const bool *) pb;
+        case CONFIG_TLS_VERSION:
+                return *(const TlsVersion *) pa == *(const TlsVersion *) pb;
+        }
+        return false;
+}
+
+bool daemon_config_needs_restart(const DaemonConfig *old, const DaemonConfig *new, const char **changed) {
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
+                if (!config_items[i].live && !item_equal(old, new, &config_items[i])) {
+                        if (changed)
+                                *changed = config_items[i].path;
+                        return true;
+                }
+        return false;
+}

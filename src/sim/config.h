@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* espfleetd configuration (libconfig). Every key lives in one table in
+ * config.c: path, type, offset into DaemonConfig, validator, default. The shipped
+ * etc/espfleet.conf lists every key commented out at its default. */
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_BIND_MAX 64
+
+typedef enum TlsVersion {
+        TLS_VERSION_1_2,
+        TLS_VERSION_1_3,
+        _TLS_VERSION_MAX,
+        _TLS_VERSION_INVALID = -EINVAL,
+} TlsVersion;
+
+typedef struct DaemonConfig {
+        /* fleet */
+        char *fleet_dir;                 /* fleet directory (HACKING.md) */
+        unsigned first_device;           /* first manifest index this daemon runs */
+        unsigned device_count;           /* 0 = every device from first_device on */
+        unsigned workers;                /* worker processes; 0 = auto */
+        unsigned devices_per_worker_max; /* used by workers = 0 */
+
+        /* broker */
+        char *broker_host;               /* also the name checked in the broker's certificate */
+        unsigned broker_port;
+        char **bind_addresses;           /* NULL-terminated; empty = let the kernel pick */
+        unsigned keepalive_s;
+        TlsVersion tls_version_min;
+        unsigned qos;                    /* QoS of subscriptions and device publishes */
+
+        /* ramp and reconnect */
+        double ramp_rate;                /* devices started per second */
+        double ramp_jitter;              /* 0..1: fraction of the slot spread at random */
+        unsigned backoff_min_ms;
+        unsigned backoff_max_ms;
+        double backoff_jitter;           /* 0..1: fraction of the delay drawn at random */
+        double connect_rate_max;         /* fleet-wide connection attempts per second */
+        unsigned connect_timeout_ms;     /* TCP+TLS+CONNACK must finish within this */
+        unsigned give_up_after;          /* consecutive failed attempts before FAILED; 0 = never */
+
+        /* device */
+        unsigned boot_time_ms;           /* time from reset to the first connection attempt */
+        char *log_topic;                 /* template, "%s" = device id; "/esp/log" = the seed's topic */
+        char *status_topic;              /* retained online/offline + version */
+        char *telemetry_topic;
+        bool telemetry_enabled;
+        unsigned telemetry_interval_s;
+        unsigned default_interval_s;     /* OTA interval before /esp/update/interval was ever set */
+
+        /* OTA */
+        char *ota_default_url;           /* CONFIG_EXAMPLE_FIRMWARE_UPGRADE_URL equivalent */
+        bool ota_allow_equal_version;
+        unsigned ota_start_jitter_ms;
+        unsigned ota_confirm_timeout_s;  /* PENDING_VERIFY -> VALID must happen within this */
+
+        /* daemon */
+        unsigned summary_interval_s;     /* fleet summary and STATUS= period; 0 = off */
+        char *log_level;                 /* err, warning, notice, info, debug */
+        char *debug_topics;              /* "sim,mqtt" or "all" */
+} DaemonConfig;
+
+/* Fills every field with its default (the table in config.c). */
+int daemon_config_init(DaemonConfig *c);
+void daemon_config_done(DaemonConfig *c);
+
+/* Parses `path` over the defaults already in *c. On a syntax error, an
+ * unknown key, a wrong type or an out-of-range value returns -EINVAL and
+ * writes "FILE:LINE: key 'a.b': reason" into err. */
+int daemon_config_load(DaemonConfig *c, const char *path, char *err, size_t errlen);
+/* Same, from a string (tests); `name` stands in for the file name. */
+int daemon_config_load_string(DaemonConfig *c, const char *text, const char *name, char *err, size_t errlen);
+
+/* Worker count after "0 = auto": ceil(devices / devices_per_worker_max), at least 1. */
+unsigned daemon_config_workers_for(const DaemonConfig *c, unsigned n_devices);
+
+/* Writes the sample config (every key commented out at its default, one
+ * comment each) to f: the source of etc/espfleet.conf. */
+int daemon_config_dump_sample(FILE *f);
+
+/* Keys whose new value needs a daemon restart; fills `changed` with the
+ * first such key path, returns true when any differs. */
+bool daemon_config_needs_restart(const DaemonConfig *old, const DaemonConfig *new, const char **changed);
+
+const char *tls_version_to_string(TlsVersion v);
+TlsVersion tls_version_from_string(const char *s);
+int log_level_from_string(const char *s);

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* libmosquitto on sd-event (esp-formats.md Appendix C).
+ *
+ * One MqttLoop per event loop (worker) owns the single periodic timer that
+ * calls mosquitto_loop_misc() for every client. Each MqttClient owns one io
+ * source on mosquitto_socket(), with EPOLLOUT enabled only while
+ * mosquitto_want_write() is true. Connections use
+ * mosquitto_connect_bind_async(): nothing here blocks or spins.
+ *
+ * Errors: negative errno. libmosquitto's MOSQ_ERR_* are translated once, in
+ * mqtt_error_to_errno(). */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+#include <systemd/sd-event.h>
+
+typedef struct MqttLoop MqttLoop;
+typedef struct MqttClient MqttClient;
+
+typedef struct MqttCallbacks {
+        /* CONNACK: rc 0 = accepted, else the MQTT reason (5 = not authorized…). */
+        void (*on_connect)(MqttClient *c, int rc, void *userdata);
+        /* Connection gone: `expected` when we asked for it (mqtt_client_disconnect). */
+        void (*on_disconnect)(MqttClient *c, bool expected, int reason, void *userdata);
+        void (*on_message)(MqttClient *c, const char *topic, const void *payload, size_t len, void *userdata);
+} MqttCallbacks;
+
+/* misc_interval_ms: how often loop_misc runs over all clients (keepalive
+ * PINGREQ, timeouts). */
+int mqtt_loop_new(sd_event *e, unsigned misc_interval_ms, MqttLoop **ret);
+MqttLoop *mqtt_loop_free(MqttLoop *l);
+size_t mqtt_loop_n_clients(const MqttLoop *l);
+
+/* Builds a client SSL_CTX as every device uses it: TLS >= min_version
+ * (TLS1_2_VERSION…), SSL_MODE_RELEASE_BUFFERS, SSL_VERIFY_PEER against
+ * `ca_store` (shared, up-ref'd with SSL_CTX_set1_cert_store), the broker
+ * name `host` checked against its certificate (DNS name or IP address),
+ * and the device's certificate and key (the key is up-ref'd; a DS-backed
+ * EVP_PKEY works). The cert/key consistency is checked. */
+int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version,
+                     X509 *cert, EVP_PKEY *key, SSL_CTX **ret);
+
+/* One libmosquitto client (MQTT v3.1.1, clean session). `ctx` is up-ref'd
+ * and handed to libmosquitto with MOSQ_OPT_SSL_CTX (no defaults applied).
+ * If `will_topic` is set, the will is will_payload, retained. */
+int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx,
+                    const MqttCallbacks *cb, void *userdata, MqttClient **ret);
+MqttClient *mqtt_client_free(MqttClient *c);
+int mqtt_client_set_will(MqttClient *c, const char *topic, const char *payload, int qos, bool retain);
+
+/* Starts an asynchronous connect (TCP, TLS, CONNECT); the result arrives in
+ * on_connect or on_disconnect. bind_address may be NULL. */
+int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const char *bind_address,
+                        unsigned keepalive_s);
+/* Sends DISCONNECT (if connected) and closes; on_disconnect(expected=true). */
+int mqtt_client_disconnect(MqttClient *c);
+/* Drops the connection without DISCONNECT (the broker then sends the will). */
+void mqtt_client_abort(MqttClient *c);
+
+int mqtt_client_subscribe(MqttClient *c, const char *topic, int qos);
+int mqtt_client_publish(MqttClient *c, const char *topic, const void *payload, size_t len,
+                        int qos, bool retain);
+bool mqtt_client_is_connected(const MqttClient *c);
+
+/* Number of messages received / sent by this client since creation. */
+uint64_t mqtt_client_msgs_in(const MqttClient *c);
+uint64_t mqtt_client_msgs_out(const MqttClient *c);
+
+/* MOSQ_ERR_* (positive) -> -errno; MOSQ_ERR_ERRNO reads errno. */
+int mqtt_error_to_errno(int mosq_err);
+/* A short reason for a CONNACK code or a disconnect reason. */
+const char *mqtt_reason_string(int rc);
