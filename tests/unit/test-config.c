@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "sim/config.h"
+
+static DaemonConfig c;
+static char err[1024];
+
+static void setup(void) {
+        cr_assert_eq(daemon_config_init(&c), 0);
+        err[0] = 0;
+}
+static void teardown(void) {
+        daemon_config_done(&c);
+}
+TestSuite(config, .init = setup, .fini = teardown);
+
+static int load(const char *text) {
+        return daemon_config_load_string(&c, text, "test.conf", err, sizeof err);
+}
+
+/* The error must carry "test.conf:LINE: key 'KEY'". */
+static void expect_error(const char *text, unsigned line, const char *key, const char *reason_part) {
+        char want[256];
+
+        cr_assert_eq(load(text), -EINVAL, "accepted: %s", text);
+        snprintf(want, sizeof want, "test.conf:%u: key '%s'", line, key);
+        cr_assert(strstr(err, want), "error '%s' lacks '%s'", err, want);
+        if (reason_part)
+                cr_assert(strstr(err, reason_part), "error '%s' lacks '%s'", err, reason_part);
+}
+
+Test(config, defaults) {
+        cr_assert_str_eq(c.broker_host, "localhost");
+        cr_assert_eq(c.broker_port, 8883);
+        cr_assert_eq(c.tls_version_min, TLS_VERSION_1_2);
+        cr_assert_str_eq(c.log_topic, "/esp/%s/log");
+        cr_assert_eq(c.telemetry_enabled, false);
+        cr_assert_not_null(c.bind_addresses);
+        cr_assert_null(c.bind_addresses[0]);
+        cr_assert_eq(c.workers, 0);
+}
+
+Test(config, full_file) {
+        cr_assert_eq(load("fleet_dir = \"/tmp/f\";\n"
+                          "broker = { host = \"127.0.0.1\"; port = 18883; keepalive = 30;\n"
+                          "  bind_addresses = [\"127.0.0.2\", \"127.0.0.3\"]; tls_version_min = \"tlsv1.3\"; };\n"
+                          "ramp = { rate = 25; jitter = 0.25; };\n"
+                          "reconnect = { backoff_min_ms = 200; backoff_max_ms = 5000; connect_rate_max = 12.5; };\n"
+                          "device = { log_topic = \"/esp/log\"; boot_time_ms = 0; };\n"
+                          "telemetry = { enabled = true; interval = 5; };\n"
+                          "log = { level = \"debug\"; debug_topics = \"sim,mqtt\"; };\n"),
+                     0, "%s", err);
+        cr_assert_str_eq(c.fleet_dir, "/tmp/f");
+        cr_assert_str_eq(c.broker_host, "127.0.0.1");
+        cr_assert_eq(c.broker_port, 18883);
+        cr_assert_eq(c.keepalive_s, 30);
+        cr_assert_str_eq(c.bind_addresses[0], "127.0.0.2");
+        cr_assert_str_eq(c.bind_addresses[1], "127.0.0.3");
+        cr_assert_null(c.bind_addresses[2]);
+        cr_assert_eq(c.tls_version_min, TLS_VERSION_1_3);
+        cr_assert_float_eq(c.ramp_rate, 25.0, 1e-9);
+        cr_assert_float_eq(c.ramp_jitter, 0.25, 1e-9);
+        cr_assert_eq(c.backoff_min_ms, 200);
+        cr_assert_float_eq(c.connect_rate_max, 12.5, 1e-9);
+        cr_assert_str_eq(c.log_topic, "/esp/log");
+        cr_assert_eq(c.boot_time_ms, 0);
+        cr_assert(c.telemetry_enabled);
+        cr_assert_eq(c.telemetry_interval_s, 5);
+        cr_assert_str_eq(c.log_level, "debug");
+        /* untouched keys keep their defaults */
+        cr_assert_eq(c.summary_interval_s, 30);
+}
+
+Test(config, unknown_key) {
+        expect_error("broker = {\n  host = \"x\";\n  prot = 1;\n};\n", 3, "broker.prot", "unknown key");
+        expect_error("\n\nfleetdir = \"/x\";\n", 3, "fleetdir", "unknown key");
+        expect_error("nope = { a = 1; };\n", 1, "nope", "unknown key");
+}
+
+Test(config, wrong_types) {
+        expect_error("broker = { port = \"8883\"; };", 1, "broker.port", "expected an integer");
+        expect_error("\nbroker = { host = 5; };", 2, "broker.host", "expected a string");
+        expect_error("telemetry = { enabled = 1; };", 1, "telemetry.enabled", "expected true or false");
+        expect_error("ramp = { rate = \"fast\"; };", 1, "ramp.rate", "expected a number");
+        expect_error("broker = { bind_addresses = \"127.0.0.1\"; };", 1, "broker.bind_addresses", "list of strings");
+        expect_error("broker = { bind_addresses = [1, 2]; };", 1, "broker.bind_addresses", "expected a string");
+        expect_error("broker = 1;", 1, "broker", "expected a group");
+        expect_error("broker = { port = 1.5; };", 1, "broker.port", "expected an integer");
+}
+
+Test(config, out_of_range) {
+        expect_error("broker = { port = 0; };", 1, "broker.port", "out of range");
+        expect_error("broker = { port = 65536; };", 1, "broker.port", "out of range");
+        expect_error("broker = { port = -1; };", 1, "broker.port", "out of range");
+        expect_error("ramp = { jitter = 1.5; };", 1, "ramp.jitter", "out of range");
+        expect_error("ramp = { rate = 0; };", 1, "ramp.rate", "out of range");
+        expect_error("workers = 65;", 1, "workers", "out of range");
+        expect_error("device = { default_interval = 299; };", 1, "device.default_interval", "out of range");
+        expect_error("broker = { port = 9999999999; };", 1, "broker.port", "out of range");
+}
+
+Test(config, bad_values) {
+        expect_error("broker = { tls_version_min = \"tlsv1.1\"; };", 1, "broker.tls_version_min", "tlsv1.2");
+        expect_error("broker = { bind_addresses = [\"127.0.0.1\", \"localhost\"]; };", 1, "broker.bind_addresses",
+                     "entry 1");
+        expect_error("device = { log_topic = \"esp/log\"; };", 1, "device.log_topic", "start with '/'");
+        expect_error("device = { log_topic = \"/esp/%s/%s\"; };", 1, "device.log_topic", "only one %s");
+        expect_error("device = { log_topic = \"/esp/%d\"; };", 1, "device.log_topic", "only one %s");
+        expect_error("device = { log_topic = \"/esp/#\"; };", 1, "device.log_topic", "wildcard");
+        expect_error("ota = { default_url = \"http://x/fw.bin\"; };", 1, "ota.default_url", "https");
+        expect_error("log = { level = \"loud\"; };", 1, "log.level", "loud");
+        expect_error("log = { debug_topics = \"sim,bogus\"; };", 1, "log.debug_topics", "bogus");
+        expect_error("fleet_dir = \"\";", 1, "fleet_dir", "empty");
+        expect_error("reconnect = {\n backoff_min_ms = 5000;\n backoff_max_ms = 100;\n};", 3,
+                     "reconnect.backoff_max_ms", "below");
+}
+
+Test(config, syntax_error_has_line) {
+        cr_assert_eq(load("broker = {\n host = \"x\";\n port = ; };"), -EINVAL);
+        cr_assert(strstr(err, "test.conf:3:"), "%s", err);
+}
+
+Test(config, bad_file_leaves_config_untouched) {
+        cr_assert_eq(load("broker = { port = 1234; };"), 0);
+        cr_assert_eq(load("broker = { port = 4321; bogus = 1; };"), -EINVAL);
+        cr_assert_eq(c.broker_port, 1234);
+}
+
+Test(config, missing_file) {
+        cr_assert_eq(daemon_config_load(&c, "/nonexistent/espfleet.conf", err, sizeof err), -EINVAL);
+        cr_assert(strstr(err, "/nonexistent/espfleet.conf"), "%s", err);
+}
+
+Test(config, shipped_sample_matches_table) {
+        /* etc/espfleet.conf is the dump of the table: same text, and it parses
+         * to the defaults. */
+        char *dump = NULL;
+        size_t dump_len = 0;
+        FILE *f = open_memstream(&dump, &dump_len);
+        cr_assert_eq(daemon_config_dump_sample(f), 0);
+        fclose(f);
+
+        FILE *g = fopen(SOURCE_DIR "/etc/espfleet.conf", "re");
+        cr_assert_not_null(g);
+        char *shipped = calloc(1, 65536);
+        size_t n = fread(shipped, 1, 65535, g);
+        fclose(g);
+        cr_assert_eq(n, dump_len, "etc/espfleet.conf differs from `espfleetd --dump-config`");
+        cr_assert_eq(memcmp(shipped, dump, n), 0, "etc/espfleet.conf differs from `espfleetd --dump-config`");
+
+        /* Uncomment every key: the defaults must parse and round-trip. */
+        char *un = calloc(1, n + 1);
+        size_t o = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (shipped[i] == '#' && (i == 0 || shipped[i - 1] == ' ' || shipped[i - 1] == '\n') &&
+                    i + 1 < n && shipped[i + 1] != ' ' && shipped[i + 1] != '\n')
+                        continue; /* "#key = value;" -> "key = value;" */
+                un[o++] = shipped[i];
+        }
+        cr_assert_eq(load(un), 0, "%s", err);
+        DaemonConfig d;
+        cr_assert_eq(daemon_config_init(&d), 0);
+        const char *changed = NULL;
+        cr_assert_not(daemon_config_needs_restart(&d, &c, &changed), "%s", changed);
+        cr_assert_eq(d.broker_port, c.broker_port);
+        daemon_config_done(&d);
+        free(un);
+        free(shipped);
+        free(dump);
+}
+
+Test(config, needs_restart) {
+        DaemonConfig d;
+        const char *changed = NULL;
+
+        cr_assert_eq(daemon_config_init(&d), 0);
+        cr_assert_eq(daemon_config_load_string(&d, "ramp = { rate = 3; }; log = { level = \"debug\"; };", "x", err,
+                                               sizeof err), 0);
+        cr_assert_not(daemon_config_needs_restart(&c, &d, &changed));
+        cr_assert_eq(daemon_config_load_string(&d, "broker = { port = 1; };", "x", err, sizeof err), 0);
+        cr_assert(daemon_config_needs_restart(&c, &d, &changed));
+        cr_assert_str_eq(changed, "broker.port");
+        daemon_config_done(&d);
+}
+
+Test(config, workers_auto) {
+        c.devices_per_worker_max = 4500;
+        c.workers = 0;
+        cr_assert_eq(daemon_config_workers_for(&c, 1), 1);
+        cr_assert_eq(daemon_config_workers_for(&c, 4500), 1);
+        cr_assert_eq(daemon_config_workers_for(&c, 4501), 2);
+        cr_assert_eq(daemon_config_workers_for(&c, 19500), 5);
+        c.workers = 3;
+        cr_assert_eq(daemon_config_workers_for(&c, 100), 3);
+        cr_assert_eq(daemon_config_workers_for(&c, 2), 2);
+}
