@@ -332,6 +332,8 @@ int fleet_manifest_parse(const char *path, FleetDeviceEntry **ret, size_t *ret_n
         if (memchr(data, 0, size))
                 return errf(err, errlen, -EBADMSG, "%s: contains NUL bytes, not a manifest", path);
 
+        if (size == 0)
+                return errf(err, errlen, -EBADMSG, "%s: empty file, expected the header '%s'", path, MANIFEST_HEADER);
         p = (char *) data;
         while ((line = strsep(&p, "\n"))) {
                 char *fields[3], *q = line, *end;
@@ -378,9 +380,6 @@ int fleet_manifest_parse(const char *path, FleetDeviceEntry **ret, size_t *ret_n
                 }
                 e[n++] = d;
         }
-        if (lineno == 0 || (lineno == 1 && size == 0))
-                return errf(err, errlen, -EBADMSG, "%s: empty file, expected the header '%s'", path, MANIFEST_HEADER);
-
         r = manifest_check(path, e, n, err, errlen);
         if (r < 0)
                 return r;
