@@ -58,7 +58,11 @@ int ds_sign(const Efuse *efuse, unsigned key_block, const DsData *data,
 typedef struct DsKey DsKey;
 int ds_key_new(const Efuse *efuse, unsigned key_block, const DsData *data, EVP_PKEY *pub, DsKey **ret);
 DsKey *ds_key_free(DsKey *k);
+DEFINE_TRIVIAL_CLEANUP_FUNC(DsKey *, ds_key_free);
 unsigned ds_key_bits(const DsKey *k);
 EVP_PKEY *ds_key_public(const DsKey *k);        /* borrowed */
-/* Raw RSA private operation, big-endian in and out, `len` = key bytes. */
+/* Raw RSA private operation, big-endian in and out, `len` = key bytes.
+ * Same error codes as ds_sign(); out_be is zeroed on error. Does not modify
+ * the DsKey, so concurrent calls are fine as long as the Efuse is not being
+ * burned at the same time. */
 int ds_key_sign_raw(DsKey *k, const uint8_t *in_be, size_t len, uint8_t *out_be);

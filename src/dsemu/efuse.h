@@ -140,10 +140,12 @@ void efuse_get_mac(const Efuse *e, uint8_t mac[EFUSE_MAC_LEN]);
 
 /* Named fields (BLOCK0 fields of §2.3, MAC, key blocks). Values up to 64
  * bits; key blocks are read with efuse_read_key/efuse_field_get_raw.
- * efuse_burn_field ORs `value` into the field: -ENOENT, -ERANGE, -EPERM (a 1
- * would become 0), -EACCES (write-disabled). `err` (may be NULL) gets a
- * message naming the field and the reason. Burning the value the field
- * already has is a no-op success. */
+ * efuse_burn_field: `value` is the field's new value and must keep every bit
+ * already burned (-EPERM otherwise: bits only go 0 -> 1); for the bitmaps
+ * WR_DIS and RD_DIS, `value` lists bits to add. Also -ENOENT, -ERANGE,
+ * -E2BIG (field wider than 64 bits), -EACCES (write-disabled). `err` (may be
+ * NULL) gets a message naming the field and the reason. Burning the value
+ * the field already has is a no-op success. */
 int efuse_burn_field(Efuse *e, const char *name, uint64_t value);
 int efuse_burn_field_full(Efuse *e, const char *name, uint64_t value, char *err, size_t errlen);
 /* Software view (0 for read-protected blocks). -ENOENT, -E2BIG for fields > 64 bits. */
