@@ -21,6 +21,8 @@
 
 #include <errno.h>
 
+#include "basic/macro.h"
+
 #define APP_IMAGE_MAGIC 0xE9
 #define APP_IMAGE_HEADER_LEN 24
 #define APP_IMAGE_SEGMENT_HEADER_LEN 8
@@ -175,6 +177,7 @@ typedef struct AppImageVerifier AppImageVerifier;
  * APP_IMAGE_MAX_LEN. */
 int app_image_verifier_new(size_t max_len, AppImageVerifier **ret);
 AppImageVerifier *app_image_verifier_free(AppImageVerifier *v);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AppImageVerifier *, app_image_verifier_free);
 
 /* Feeds bytes. Returns 0, or -ESP_ERR_IMAGE_INVALID (with a message) as soon
  * as the header or a segment header is bad; after an error every call fails
