@@ -346,6 +346,10 @@ EVP_PKEY *ds_key_public(const DsKey *k) {
         return k ? k->pub : NULL;
 }
 
+bool ds_key_has_crt(const DsKey *k) {
+        return k && k->crt;
+}
+
 /* Finds p from (n, e, d): k = d·e − 1 = 2^t·r with r odd; for a base g,
  * the sequence g^r, g^2r, … mod n reaches 1, and the element just before a
  * first 1 that is not ±1 is a non-trivial square root of 1, whose gcd with n

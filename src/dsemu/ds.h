@@ -9,6 +9,7 @@
  * TLS provider (big-endian in, big-endian out, like RSA_private_encrypt with
  * no padding). */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,9 @@ DsKey *ds_key_free(DsKey *k);
 DEFINE_TRIVIAL_CLEANUP_FUNC(DsKey *, ds_key_free);
 unsigned ds_key_bits(const DsKey *k);
 EVP_PKEY *ds_key_public(const DsKey *k);        /* borrowed */
+/* Whether the in-memory CRT form was derived (p, q recovered from n, e, d).
+ * Without it signing still works, through the plain X^Y mod M. */
+bool ds_key_has_crt(const DsKey *k);
 /* Raw RSA private operation, big-endian in and out, `len` = key bytes.
  * Same error codes as ds_sign(); out_be is zeroed on error. Does not modify
  * the DsKey, so concurrent calls are fine as long as the Efuse is not being
