@@ -74,7 +74,7 @@ void secure_cert_ds_context(unsigned key_block, unsigned key_bits, uint8_t out[S
  * generate_partition_rsa_ds(): `out` (out_size bytes, usually
  * SECURE_CERT_PARTITION_SIZE) is filled with DEV_CERT, CA_CERT (skipped when
  * ca_pem is NULL), DS_DATA, DS_CONTEXT, then 0xFF. PEM strings are
- * NUL-terminated and stored with the NUL. */
+ * NUL-terminated and stored with the NUL. Returns the bytes used by the TLVs. */
 int secure_cert_build_rsa_ds(const char *dev_cert_pem, const char *ca_pem,
                              const DsData *ds, unsigned key_block, unsigned key_bits,
                              uint8_t *out, size_t out_size);
