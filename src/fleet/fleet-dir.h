@@ -47,6 +47,7 @@ typedef struct Flash Flash;
 typedef struct PartitionTable PartitionTable;
 typedef struct DsData DsData;
 typedef struct DsKey DsKey;
+typedef struct NvsXtsKeys NvsXtsKeys;
 
 /* fleet.conf. Defaults (fleet_config_init()) are the one place defaults live. */
 typedef struct FleetConfig {
@@ -167,14 +168,21 @@ typedef struct FleetDevice {
 
 /* Loads device `index`: efuse.bin, flash.bin, its partition table and the
  * esp_secure_cert partition. Checks that the eFuse MAC equals the manifest
- * MAC, that DEV_CERT's CN is the device id and that its public key matches
- * the DS data size. Errors name the file and the problem. */
+ * MAC and that DEV_CERT holds an RSA key of the DS data's size (its CN is
+ * the device id, except for devices replayed with --secure-cert, which keep
+ * their real certificate). Errors name the file and the problem. */
 int fleet_device_load(Fleet *f, unsigned index, FleetDevice **ret, char *err, size_t errlen);
 FleetDevice *fleet_device_free(FleetDevice *d);
 
 /* The DS key of a loaded device (eFuse + DS_DATA + the cert's public key);
  * the key borrows d->efuse, so free it before the device. */
 int fleet_device_ds_key(const FleetDevice *d, DsKey **ret);
+
+/* NVS encryption keys, HMAC scheme (esp-formats.md §3.4), computed as the
+ * device does it: the HMAC peripheral in upstream mode over the eFuse key
+ * with purpose HMAC_UP in BLOCK_KEY<key_block> (fleet.conf nvs_key_block).
+ * The key itself is never read. */
+int fleet_device_nvs_keys(const FleetDevice *d, unsigned key_block, NvsXtsKeys *ret);
 
 static inline void fleet_freep(Fleet **f) {
         fleet_free(*f);

@@ -25,6 +25,7 @@ typedef struct ProvisionOptions {
         int key_block;                /* -1 = default 1 (or the fleet's) */
         bool development;
         bool nvs_encryption;
+        bool signed_apps_no_secure_boot; /* esp-formats.md §6.2 instead of SBv2 eFuse digests */
         const char *partition_table;  /* CSV; NULL = built-in default (etc/partitions.csv layout) */
         const char *firmware_version; /* NULL = "1.0.0" */
         unsigned jobs;                /* worker processes; 0 = number of CPUs */
