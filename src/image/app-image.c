@@ -510,6 +510,7 @@ static void verifier_fill_info(const AppImageVerifier *v, AppImageInfo *ret) {
         *ret = (AppImageInfo) {
                 .header = v->header,
                 .desc = v->desc,
+                .has_desc = v->have_desc,
                 .behaviour = v->behaviour,
                 .has_marker = v->has_marker,
                 .n_segments = v->n_segments,

@@ -111,6 +111,7 @@ typedef struct AppImageSegment {
 typedef struct AppImageInfo {
         AppImageHeader header;
         AppDesc desc;
+        bool has_desc;                  /* the descriptor was decoded (even if a later check failed) */
         AppBehaviour behaviour;         /* APP_BEHAVIOUR_OK when the image has no marker */
         bool has_marker;
         AppImageSegment segments[APP_IMAGE_MAX_SEGMENTS];
@@ -152,7 +153,8 @@ int app_image_build(const AppImageParams *p, uint8_t **ret_data, size_t *ret_len
  * descriptor, marker, checksum, appended hash; computes the SBv2 digest when
  * the buffer reaches signed_len). Bytes after image_len are allowed (padding,
  * signature sector, erased flash). Errors: -ESP_ERR_IMAGE_INVALID with a
- * message naming the problem (bad magic, truncated, checksum, hash, …). */
+ * message naming the problem (bad magic, truncated, checksum, hash, …); *ret
+ * is filled with what was decoded before the error (ret->has_desc etc.). */
 int app_image_parse(const uint8_t *data, size_t len, AppImageInfo *ret, char *err, size_t errlen);
 
 /* The behaviour an image asks for, from its first bytes (≥ APP_MARKER_OFFSET
