@@ -35,21 +35,11 @@
 #include <stdint.h>
 
 #include "flash/flash.h"
+#include "flash/otadata.h"
 #include "flash/partition-table.h"
 #include "image/app-image.h"
 
 typedef struct Efuse Efuse;
-
-/* esp_ota_img_states_t, the values stored in otadata (§7.1). */
-#define BOOT_OTA_STATE_NEW 0x0u
-#define BOOT_OTA_STATE_PENDING_VERIFY 0x1u
-#define BOOT_OTA_STATE_VALID 0x2u
-#define BOOT_OTA_STATE_INVALID 0x3u
-#define BOOT_OTA_STATE_ABORTED 0x4u
-#define BOOT_OTA_STATE_UNDEFINED 0xFFFFFFFFu
-
-/* "ESP_OTA_IMG_NEW", …; "ESP_OTA_IMG_UNDEFINED" for anything unknown. */
-const char *boot_ota_state_to_string(uint32_t state);
 
 #define BOOT_MAX_SLOTS 16
 
@@ -71,7 +61,7 @@ typedef struct BootApp {
         FlashRegion region;         /* its partition */
         AppDesc desc;               /* version, secure_version, project… */
         AppBehaviour behaviour;     /* ok / no-connect (boot-fail never boots) */
-        uint32_t ota_state;         /* its otadata entry after boot (BOOT_OTA_STATE_*) */
+        uint32_t ota_state;         /* its otadata entry after boot (OTA_IMG_*, flash/otadata.h) */
         bool has_key_digest;        /* signed: first signature block's key digest */
         uint8_t key_digest[32];
 } BootApp;
@@ -106,7 +96,7 @@ int boot_mark_app_invalid_rollback(Flash *flash, const PartitionTable *table, Ef
                                    const BootApp *running, const BootOptions *o);
 
 /* The otadata state of the entry that selects `slot` as the active one, or
- * BOOT_OTA_STATE_UNDEFINED when no valid entry does (esp_ota_get_state_partition). */
+ * OTA_IMG_UNDEFINED when no valid entry does (esp_ota_get_state_partition). */
 int boot_get_slot_state(Flash *flash, const PartitionTable *table, unsigned slot, uint32_t *ret);
 
 /* esp_ota_set_boot_partition() after the image was validated: the active

@@ -12,8 +12,9 @@
  *   ota_writer_write(w, chunk, n, …)    any chunk sizes
  *           the first 1,024 bytes are buffered and checked before anything is
  *           written: chip id (-ESP_ERR_INVALID_VERSION), version strictly
- *           higher than the running one unless allow_equal_version
- *           (-ESP_ERR_INVALID_VERSION, "same"/"older" in err), secure_version
+ *           higher than the running one (app_version_compare) unless
+ *           allow_equal_version (-ESP_FAIL_CODE, as the advanced_https_ota
+ *           example aborts; "same"/"older" in err), secure_version
  *           >= eFuse SECURE_VERSION (-ESP_ERR_OTA_SMALL_SEC_VER); then each
  *           4 KiB sector is erased just before the write reaches it
  *   ota_writer_finish(w, …)             hash, then signature (SBv2 against the
