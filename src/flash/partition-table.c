@@ -519,12 +519,15 @@ int partition_table_from_csv(const char *text, const char *filename, PartitionTa
                 return -ENOMEM;
 
         for (char *line = copy; line; line = next) {
-                char *nl = strchr(line, '\n');
+                /* Line breaks as Python's splitlines(): \n, \r\n or a lone \r. */
+                char *nl = strpbrk(line, "\r\n");
                 char *s;
 
-                next = nl ? nl + 1 : NULL;
-                if (nl)
+                next = NULL;
+                if (nl) {
+                        next = nl + (nl[0] == '\r' && nl[1] == '\n' ? 2 : 1);
                         *nl = 0;
+                }
                 line_no++;
 
                 s = strip(line);

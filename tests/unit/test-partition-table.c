@@ -196,6 +196,7 @@ static const struct {
         { "x,data,nvs,$OFFSET,0x1000\n", "bad.csv:1: Environment variables are not supported" },
         { "x,data,nvs,0xffff0000,0x20000\n", "does not fit below 4 GiB" },
         { "x,data,nvs,0x9000,010\n", "bad.csv:1: Invalid size '010'" },
+        { "# mac\rnvs,data,nvs,,0x1000\r\rnvs,data,nvs,,0x1000\r", "bad.csv:4: Partition names must be unique" },
 };
 
 Test(partition_table, bad_csv_messages) {
@@ -332,4 +333,47 @@ Test(partition_table, flash_roundtrip) {
         unlink(path);
         unlink(path2);
         rmdir(dir);
+}
+
+/* Mangled inputs give an error or a table, never a crash (run under ASan). */
+Test(partition_table, mangled_inputs) {
+        static const char *tokens[] = { "nvs", "data", "app", "ota_0", "0x9000", "", " ", "1M", "-1", "0x", "K",
+                                        "encrypted", ":", ",", "#", "\n", "0x3F", "99999999999999999999", "\t",
+                                        "readonly", "ota", "0x2000", "factory", "-0x10000" };
+        _cleanup_free_ uint8_t *golden = NULL;
+        uint32_t seed = 12345;
+        size_t size;
+
+        read_vector("espfleet_example.bin", &golden, &size);
+        for (unsigned round = 0; round < 300; round++) {
+                uint8_t bin[PARTITION_TABLE_MAX_LEN];
+                char csv[512] = "", err[512];
+                PartitionTable *t = NULL;
+                int r;
+
+                memcpy(bin, golden, sizeof(bin));
+                for (unsigned k = 0; k < 1 + round % 4; k++) {
+                        seed = seed * 1103515245u + 12345u;
+                        bin[(seed >> 8) % 0x100] ^= (uint8_t) (1u << (seed % 8));
+                }
+                if (round % 2) {
+                        unsigned n = 0;
+                        EVP_Digest(bin, 0xE0, bin + 0xE0 + 16, &n, EVP_md5(), NULL);
+                }
+                err[0] = 0;
+                r = partition_table_from_binary(bin, sizeof(bin), &t, err, sizeof(err));
+                cr_assert(r == 0 || r == -EBADMSG, "round %u: %d", round, r);
+                cr_assert(r == 0 || *err, "round %u: no message", round);
+                t = partition_table_free(t);
+
+                for (unsigned k = 0; k < 12; k++) {
+                        seed = seed * 1103515245u + 12345u;
+                        strncat(csv, tokens[(seed >> 8) % ELEMENTSOF(tokens)], sizeof(csv) - strlen(csv) - 1);
+                }
+                err[0] = 0;
+                r = partition_table_from_csv(csv, "fuzz.csv", &t, err, sizeof(err));
+                cr_assert(r == 0 || r == -EINVAL, "round %u: %d", round, r);
+                cr_assert(r == 0 || strncmp(err, "fuzz.csv", 8) == 0, "round %u: '%s'", round, err);
+                partition_table_free(t);
+        }
 }
