@@ -60,6 +60,19 @@ uint64_t token_bucket_take(TokenBucket *t, uint64_t now_usec) {
         return wait;
 }
 
+uint64_t token_bucket_reserve(TokenBucket *t, uint64_t now_usec) {
+        if (now_usec > t->last_usec) {
+                t->tokens += (double) (now_usec - t->last_usec) * t->rate / 1e6;
+                if (t->tokens > t->burst)
+                        t->tokens = t->burst;
+                t->last_usec = now_usec;
+        }
+        t->tokens -= 1;
+        if (t->tokens >= 0)
+                return 0;
+        return (uint64_t) (-t->tokens * 1e6 / t->rate) + 1;
+}
+
 void rng_seed(Rng *r, uint64_t seed) {
         r->s = seed ? seed : 0x9E3779B97F4A7C15ULL;
 }

@@ -37,6 +37,12 @@ void token_bucket_set_rate(TokenBucket *t, double rate, double burst, uint64_t n
  * until one will be (nothing is taken then). */
 uint64_t token_bucket_take(TokenBucket *t, uint64_t now_usec);
 
+/* Reserves the next token even when none is left yet (the bucket goes
+ * negative): returns 0 when it is usable now, else the microseconds until
+ * it is. Callers that each reserve get distinct, evenly spaced slots, so a
+ * thousand devices waiting after a broker restart do not wake together. */
+uint64_t token_bucket_reserve(TokenBucket *t, uint64_t now_usec);
+
 /* xorshift64* for jitter: fast, per worker, seeded from getrandom(). */
 typedef struct Rng {
         uint64_t s;

@@ -2,14 +2,15 @@
 #pragma once
 
 /* Device settings as secure_esp keeps them (NVS namespace "secure_esp",
- * keys url, use_url, interval), behind one small interface: the backing is
- * the device's nvs partition once src/nvs lands, a per-device file until
- * then. */
+ * keys url, use_url, interval), behind one small interface. The backing is a
+ * small per-device file (devices/<id>/settings) until the daemon moves onto
+ * the device's nvs partition (src/nvs); callers never see the difference. */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#define SETTINGS_NAMESPACE "secure_esp"
 #define SETTINGS_URL_MAX 255                /* secure_esp: at most 255 bytes */
 #define SETTINGS_INTERVAL_MIN 300u          /* secure_esp README: 300..9,999,999 s */
 #define SETTINGS_INTERVAL_MAX 9999999u
@@ -22,11 +23,12 @@ typedef struct DeviceSettings {
 
 typedef struct SettingsStore SettingsStore;
 
-/* Opens the store of one device. `device_dir` is FLEET/devices/<id>. */
+/* Opens the store of one device; `device_dir` is FLEET/devices/<id>. */
 int settings_store_open(const char *device_dir, SettingsStore **ret);
 SettingsStore *settings_store_close(SettingsStore *s);
 
-/* Reads the settings; keys never written keep their zero values. */
+/* Reads the settings; keys never written keep their zero values. A corrupt
+ * store gives -EBADMSG and zero values. */
 int settings_load(SettingsStore *s, DeviceSettings *ret);
-/* Writes every key that differs from what is stored (atomically per key). */
+/* Writes the settings atomically (all keys or none). */
 int settings_save(SettingsStore *s, const DeviceSettings *set);

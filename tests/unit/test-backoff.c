@@ -96,3 +96,25 @@ Test(backoff, token_bucket) {
         cr_assert_eq(token_bucket_take(&t, 5000000), 0);
         cr_assert_gt(token_bucket_take(&t, 1000000), 0);
 }
+
+Test(backoff, token_bucket_reserve_spaces_slots) {
+        TokenBucket t;
+        token_bucket_init(&t, 100, 2, 0); /* 100/s, burst 2 */
+
+        cr_assert_eq(token_bucket_reserve(&t, 0), 0);
+        cr_assert_eq(token_bucket_reserve(&t, 0), 0);
+        /* 1000 devices asking at the same instant get slots 10 ms apart */
+        uint64_t prev = 0;
+        for (int i = 1; i <= 1000; i++) {
+                uint64_t w = token_bucket_reserve(&t, 0);
+                cr_assert(w >= (uint64_t) i * 10000 && w <= (uint64_t) i * 10000 + 2, "slot %d: %llu", i,
+                          (unsigned long long) w);
+                cr_assert_gt(w, prev);
+                prev = w;
+        }
+        /* after the backlog has drained, a request is served at once again */
+        token_bucket_init(&t, 100, 1, 0);
+        token_bucket_reserve(&t, 0);
+        cr_assert_gt(token_bucket_reserve(&t, 0), 0);
+        cr_assert_eq(token_bucket_reserve(&t, 1000000), 0);
+}

@@ -1,0 +1,597 @@
+/* SPDX-License-Identifier: MIT */
+#define LOG_TOPIC LOG_TOPIC_SIM
+
+#include <inttypes.h>
+#include <math.h>
+#include <openssl/err.h>
+#include <syslog.h>
+
+#include "basic/esp-err.h"
+#include "basic/log.h"
+#include "basic/string-table.h"
+#include "sim/device.h"
+#include "sim/esplog.h"
+#include "sim/keystore.h"
+#include "sim/manager-internal.h"
+#include "sim/payload.h"
+#include "sim/settings.h"
+
+#define TOPIC_MAX 256
+
+static const char *const device_state_table[_DEVICE_STATE_MAX] = {
+        [DEVICE_OFF] = "off",
+        [DEVICE_BOOTING] = "booting",
+        [DEVICE_CONNECTING] = "connecting",
+        [DEVICE_ONLINE] = "online",
+        [DEVICE_BACKOFF] = "backoff",
+        [DEVICE_RESTARTING] = "restarting",
+        [DEVICE_NO_CONNECT] = "no-connect",
+        [DEVICE_FAILED] = "failed",
+        [DEVICE_STOPPING] = "stopping",
+};
+DEFINE_STRING_TABLE_LOOKUP(device_state, DeviceState);
+
+struct Device {
+        Manager *manager;               /* not owned */
+        unsigned index;
+        char id[FLEET_ID_MAX];
+
+        DeviceState state;
+        sd_event_source *timer;         /* the current state's timer */
+        sd_event_source *telemetry_timer;
+
+        FleetDevice *fd;                /* loaded at the first boot */
+        DeviceIdentity identity;
+        SSL_CTX *ssl_ctx;
+        MqttClient *client;
+        SettingsStore *settings_store;
+        DeviceSettings settings;        /* as stored */
+        uint32_t interval_effective;    /* the interval read at boot (secure_esp: after restart) */
+        char version[32];
+
+        uint64_t boot_usec;             /* CLOCK_MONOTONIC at the last reset */
+        Backoff backoff;
+        unsigned failures;              /* consecutive failed connection attempts */
+        bool waiting_slot;              /* CONNECTING: waiting for a token */
+        bool settled;
+        bool ever_online;
+        double temperature, humidity;
+
+        uint64_t msgs_in_done, msgs_out_done; /* of clients already gone */
+};
+
+static void device_enter_state(Device *d, DeviceState s);
+
+static const DaemonConfig *cfg(Device *d) {
+        return &d->manager->config;
+}
+
+static uint32_t ms_since_boot(Device *d) {
+        return (uint32_t) ((manager_now(d->manager) - d->boot_usec) / 1000);
+}
+
+/* A line on the device's log topic, ESP-IDF formatted, and the same line in
+ * the daemon's log at debug (the caller logs what the operator must see). */
+static void device_esp_log(Device *d, EspLogLevel level, const char *tag, const char *fmt, ...) _printf_(4, 5);
+static void device_esp_log(Device *d, EspLogLevel level, const char *tag, const char *fmt, ...) {
+        char line[512], topic[TOPIC_MAX];
+        va_list ap;
+        int n;
+
+        va_start(ap, fmt);
+        n = esp_log_vformat(line, sizeof line, level, ms_since_boot(d), tag, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return;
+        log_dev_debug(d->id, "%s", line);
+        if (!d->client || !mqtt_client_is_connected(d->client))
+                return;
+        if (topic_expand(cfg(d)->log_topic, d->id, topic, sizeof topic) < 0)
+                return;
+        (void) mqtt_client_publish(d->client, topic, line, (size_t) n, (int) cfg(d)->qos, false);
+}
+
+static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void device_arm(Device *d, uint64_t usec) {
+        int r;
+
+        if (!d->timer) {
+                r = sd_event_add_time_relative(d->manager->event, &d->timer, CLOCK_MONOTONIC, usec, 1000,
+                                               device_timer_handler, d);
+                if (r < 0) {
+                        log_dev_error_errno(d->id, r, "Failed to add a timer: %m");
+                        return;
+                }
+        } else {
+                (void) sd_event_source_set_time_relative(d->timer, usec);
+        }
+        (void) sd_event_source_set_enabled(d->timer, SD_EVENT_ONESHOT);
+}
+
+static void device_disarm(Device *d) {
+        if (d->timer)
+                (void) sd_event_source_set_enabled(d->timer, SD_EVENT_OFF);
+}
+
+static void publish_status(Device *d, bool online) {
+        char topic[TOPIC_MAX], payload[160];
+        int n;
+
+        if (!d->client || topic_expand(cfg(d)->status_topic, d->id, topic, sizeof topic) < 0)
+                return;
+        n = snprintf(payload, sizeof payload, "{\"state\":\"%s\",\"version\":\"%s\"}",
+                     online ? "online" : "offline", d->version);
+        (void) mqtt_client_publish(d->client, topic, payload, (size_t) n, 1, true);
+}
+
+/* ---- loading ----------------------------------------------------------- */
+
+static int device_load(Device *d) {
+        char err[512] = "";
+        int r;
+
+        if (d->fd)
+                return 0;
+        r = fleet_device_load(d->manager->fleet, d->index, &d->fd, err, sizeof err);
+        if (r < 0)
+                return log_dev_error_errno(d->id, r, "Cannot load device: %s", err);
+        r = keystore_load(d->fd, &d->identity, err, sizeof err);
+        if (r < 0)
+                return log_dev_error_errno(d->id, r, "%s", err);
+        r = mqtt_ssl_ctx_new(d->manager->ca_store, cfg(d)->broker_host,
+                             cfg(d)->tls_version_min == TLS_VERSION_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION,
+                             d->identity.cert, d->identity.key, &d->ssl_ctx);
+        if (r < 0)
+                return log_dev_error_errno(d->id, r, "Cannot set up TLS (certificate and DS key do not match?): %m");
+        r = settings_store_open(d->fd->dir, &d->settings_store);
+        if (r < 0)
+                return log_dev_error_errno(d->id, r, "Cannot open the settings store: %m");
+        return 0;
+}
+
+/* ---- MQTT callbacks ---------------------------------------------------- */
+
+static void handle_command(Device *d, DeviceCommand c, bool broadcast, const void *payload, size_t len) {
+        const char *name = device_command_to_string(c);
+        char reason[256] = "";
+        DeviceSettings s = d->settings;
+        int r = -EINVAL;
+
+        switch (c) {
+        case DEVICE_COMMAND_URL:
+                r = payload_parse_url(payload, len, s.url, sizeof s.url, reason, sizeof reason);
+                break;
+        case DEVICE_COMMAND_USE_URL:
+                r = payload_parse_use_url(payload, len, &s.use_url, reason, sizeof reason);
+                break;
+        case DEVICE_COMMAND_INTERVAL:
+                r = payload_parse_interval(payload, len, &s.interval, reason, sizeof reason);
+                break;
+        case DEVICE_COMMAND_RUN:
+                device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: OTA is not available in this build");
+                log_dev_notice(d->id, "Command %s%s: OTA is not available in this build", name,
+                               broadcast ? " (broadcast)" : "");
+                return;
+        case DEVICE_COMMAND_RESTART:
+                device_esp_log(d, ESP_LOG_INFO, "secure_esp", "restart: Restarting now");
+                log_dev_info(d->id, "Command %s%s accepted, rebooting", name, broadcast ? " (broadcast)" : "");
+                device_enter_state(d, DEVICE_RESTARTING);
+                return;
+        case _DEVICE_COMMAND_MAX:
+        case _DEVICE_COMMAND_INVALID:
+                return;
+        }
+        if (r < 0) {
+                device_esp_log(d, ESP_LOG_WARN, "secure_esp", "%s rejected: %s", name, reason);
+                log_dev_warning(d->id, "Command %s%s rejected: %s", name, broadcast ? " (broadcast)" : "", reason);
+                return;
+        }
+        r = settings_save(d->settings_store, &s);
+        if (r < 0) {
+                device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "%s: saving to NVS failed: %s", name, esp_err_to_name(r));
+                log_dev_error_errno(d->id, r, "Command %s: cannot save the settings: %m", name);
+                return;
+        }
+        d->settings = s;
+        switch (c) {
+        case DEVICE_COMMAND_URL:
+                device_esp_log(d, ESP_LOG_INFO, "secure_esp", "update/url: saved '%s'", s.url);
+                log_dev_info(d->id, "Command %s%s accepted: url='%s'", name, broadcast ? " (broadcast)" : "", s.url);
+                break;
+        case DEVICE_COMMAND_USE_URL:
+                device_esp_log(d, ESP_LOG_INFO, "secure_esp", "update/use_url: saved %u", s.use_url);
+                log_dev_info(d->id, "Command %s%s accepted: use_url=%u", name, broadcast ? " (broadcast)" : "", s.use_url);
+                break;
+        case DEVICE_COMMAND_INTERVAL:
+                device_esp_log(d, ESP_LOG_INFO, "secure_esp",
+                               "update/interval: saved %" PRIu32 " s, effective after restart", s.interval);
+                log_dev_info(d->id, "Command %s%s accepted: interval=%" PRIu32, name, broadcast ? " (broadcast)" : "",
+                             s.interval);
+                break;
+        case DEVICE_COMMAND_RUN:
+        case DEVICE_COMMAND_RESTART:
+        case _DEVICE_COMMAND_MAX:
+        case _DEVICE_COMMAND_INVALID:
+                break;
+        }
+}
+
+static void on_message(MqttClient *c, const char *topic, const void *payload, size_t len, void *userdata) {
+        Device *d = userdata;
+        DeviceCommand cmd;
+        bool broadcast;
+
+        if (d->state != DEVICE_ONLINE)
+                return;
+        if (command_from_topic(topic, d->id, &cmd, &broadcast) < 0) {
+                log_dev_debug(d->id, "Ignoring message on '%s'", topic);
+                return;
+        }
+        handle_command(d, cmd, broadcast, payload, len);
+}
+
+static void on_connect(MqttClient *c, int rc, void *userdata) {
+        Device *d = userdata;
+
+        if (rc != 0) {
+                log_dev_warning(d->id, "Broker refused the connection: %s (CONNACK %d)", mqtt_reason_string(rc), rc);
+                return; /* libmosquitto closes; on_disconnect follows */
+        }
+        if (d->state == DEVICE_CONNECTING)
+                device_enter_state(d, DEVICE_ONLINE);
+}
+
+static void on_disconnect(MqttClient *c, bool expected, int reason, void *userdata) {
+        Device *d = userdata;
+
+        switch (d->state) {
+        case DEVICE_RESTARTING:
+                device_enter_state(d, DEVICE_BOOTING);
+                return;
+        case DEVICE_STOPPING:
+                device_enter_state(d, DEVICE_OFF);
+                return;
+        case DEVICE_CONNECTING: {
+                unsigned long e = ERR_peek_last_error();
+                char ebuf[256] = "";
+                if (e)
+                        ERR_error_string_n(e, ebuf, sizeof ebuf);
+                ERR_clear_error();
+                d->failures++;
+                log_dev_warning(d->id, "Connection to %s:%u failed (attempt %u): %s%s%s",
+                                cfg(d)->broker_host, cfg(d)->broker_port, d->failures,
+                                strerror(reason < 0 ? -reason : EPROTO), *ebuf ? ": " : "", ebuf);
+                break;
+        }
+        case DEVICE_ONLINE:
+                d->failures = 1;
+                log_dev_warning(d->id, "Connection to the broker lost: %s", strerror(reason < 0 ? -reason : ECONNRESET));
+                break;
+        case DEVICE_OFF:
+        case DEVICE_BOOTING:
+        case DEVICE_BACKOFF:
+        case DEVICE_NO_CONNECT:
+        case DEVICE_FAILED:
+                return;
+        case _DEVICE_STATE_MAX:
+        case _DEVICE_STATE_INVALID:
+                return;
+        }
+        d->settled = true;
+        if (cfg(d)->give_up_after > 0 && d->failures >= cfg(d)->give_up_after) {
+                log_dev_error(d->id, "Giving up after %u failed connection attempts", d->failures);
+                device_enter_state(d, DEVICE_FAILED);
+        } else
+                device_enter_state(d, DEVICE_BACKOFF);
+}
+
+static void subscribe_all(Device *d) {
+        char topic[TOPIC_MAX];
+        int qos = (int) cfg(d)->qos;
+
+        /* Broadcast commands as secure_esp has them, plus this device's own. */
+        (void) mqtt_client_subscribe(d->client, "/esp/update/#", qos);
+        (void) mqtt_client_subscribe(d->client, "/esp/restart", qos);
+        snprintf(topic, sizeof topic, "/esp/%s/update/#", d->id);
+        (void) mqtt_client_subscribe(d->client, topic, qos);
+        snprintf(topic, sizeof topic, "/esp/%s/restart", d->id);
+        (void) mqtt_client_subscribe(d->client, topic, qos);
+}
+
+/* ---- telemetry ---------------------------------------------------------- */
+
+static int telemetry_handler(sd_event_source *s, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+        char topic[TOPIC_MAX], payload[128];
+        Rng *rng = &d->manager->rng;
+
+        if (d->state != DEVICE_ONLINE || !cfg(d)->telemetry_enabled)
+                return 0;
+        /* An HTU21D-like reading drifting slowly (seeds/003). */
+        d->temperature += (rng_double(rng) - 0.5) * 0.4;
+        d->humidity += (rng_double(rng) - 0.5) * 1.0;
+        d->temperature = fmin(fmax(d->temperature, 10), 35);
+        d->humidity = fmin(fmax(d->humidity, 20), 80);
+        int n = snprintf(payload, sizeof payload, "{\"temperature\":%.2f,\"humidity\":%.2f}", d->temperature,
+                         d->humidity);
+        if (topic_expand(cfg(d)->telemetry_topic, d->id, topic, sizeof topic) >= 0)
+                (void) mqtt_client_publish(d->client, topic, payload, (size_t) n, 0, false);
+        (void) sd_event_source_set_time(s, usec + (uint64_t) cfg(d)->telemetry_interval_s * 1000000);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static void telemetry_arm(Device *d, bool on) {
+        if (!on || !cfg(d)->telemetry_enabled) {
+                if (d->telemetry_timer)
+                        (void) sd_event_source_set_enabled(d->telemetry_timer, SD_EVENT_OFF);
+                return;
+        }
+        /* first reading at a random point of the interval: no fleet-wide burst */
+        uint64_t first = (uint64_t) (rng_double(&d->manager->rng) * cfg(d)->telemetry_interval_s * 1e6) + 1;
+        if (!d->telemetry_timer) {
+                if (sd_event_add_time_relative(d->manager->event, &d->telemetry_timer, CLOCK_MONOTONIC, first,
+                                               10000, telemetry_handler, d) < 0)
+                        return;
+        } else
+                (void) sd_event_source_set_time_relative(d->telemetry_timer, first);
+        (void) sd_event_source_set_enabled(d->telemetry_timer, SD_EVENT_ONESHOT);
+}
+
+/* ---- states ------------------------------------------------------------- */
+
+static void enter_booting(Device *d) {
+        int r;
+
+        d->boot_usec = manager_now(d->manager);
+        if (device_load(d) < 0) {
+                device_enter_state(d, DEVICE_FAILED);
+                return;
+        }
+        r = settings_load(d->settings_store, &d->settings);
+        if (r < 0) {
+                log_dev_warning_errno(d->id, r, "Stored settings unreadable, using defaults: %m");
+                d->settings = (DeviceSettings) {};
+        }
+        /* secure_esp reads the interval at start-up only. */
+        d->interval_effective = d->settings.interval ?: cfg(d)->default_interval_s;
+        snprintf(d->version, sizeof d->version, "%s", fleet_config(d->manager->fleet)->firmware_version);
+        if (!d->client) {
+                MqttCallbacks cb = { .on_connect = on_connect, .on_disconnect = on_disconnect, .on_message = on_message };
+                r = mqtt_client_new(d->manager->mqtt, d->id, d->ssl_ctx, &cb, d, &d->client);
+                if (r < 0) {
+                        log_dev_error_errno(d->id, r, "Cannot create the MQTT client: %m");
+                        device_enter_state(d, DEVICE_FAILED);
+                        return;
+                }
+        }
+        char topic[TOPIC_MAX], will[160];
+        if (topic_expand(cfg(d)->status_topic, d->id, topic, sizeof topic) >= 0) {
+                snprintf(will, sizeof will, "{\"state\":\"offline\",\"version\":\"%s\"}", d->version);
+                (void) mqtt_client_set_will(d->client, topic, will, 1, true);
+        }
+        device_arm(d, (uint64_t) cfg(d)->boot_time_ms * 1000);
+}
+
+static void start_connect(Device *d) {
+        int r;
+
+        d->waiting_slot = false;
+        r = mqtt_client_connect(d->client, cfg(d)->broker_host, cfg(d)->broker_port,
+                                manager_next_bind_address(d->manager), cfg(d)->keepalive_s);
+        if (r < 0) {
+                d->failures++;
+                d->settled = true;
+                log_dev_warning_errno(d->id, r, "Cannot start connecting to %s:%u: %m", cfg(d)->broker_host,
+                                      cfg(d)->broker_port);
+                device_enter_state(d, DEVICE_BACKOFF);
+                return;
+        }
+        device_arm(d, (uint64_t) cfg(d)->connect_timeout_ms * 1000);
+}
+
+static void enter_connecting(Device *d) {
+        uint64_t wait = token_bucket_reserve(&d->manager->connect_bucket, manager_now(d->manager));
+
+        if (wait > 0) {
+                d->waiting_slot = true;
+                device_arm(d, wait);
+                return;
+        }
+        start_connect(d);
+}
+
+static void enter_online(Device *d) {
+        d->failures = 0;
+        d->settled = true;
+        d->ever_online = true;
+        backoff_reset(&d->backoff);
+        subscribe_all(d);
+        publish_status(d, true);
+        device_esp_log(d, ESP_LOG_INFO, "boot", "Loaded app from partition at offset 0x10000");
+        device_esp_log(d, ESP_LOG_INFO, "secure_esp", "Running firmware version: %s", d->version);
+        device_esp_log(d, ESP_LOG_INFO, "mqtt", "MQTT_EVENT_CONNECTED");
+        device_esp_log(d, ESP_LOG_INFO, "secure_esp", "interval=%" PRIu32 " use_url=%u url='%s'",
+                       d->interval_effective, d->settings.use_url, d->settings.url);
+        telemetry_arm(d, true);
+}
+
+static void enter_backoff(Device *d) {
+        uint64_t ms = backoff_next_ms(&d->backoff, rng_double(&d->manager->rng));
+
+        log_dev_debug(d->id, "Reconnecting in %" PRIu64 " ms", ms);
+        device_arm(d, ms * 1000);
+}
+
+static void enter_restarting(Device *d) {
+        telemetry_arm(d, false);
+        if (!d->client || !mqtt_client_is_connected(d->client)) {
+                device_enter_state(d, DEVICE_BOOTING);
+                return;
+        }
+        publish_status(d, false);
+        /* on_disconnect() moves on to BOOTING */
+        (void) mqtt_client_disconnect(d->client);
+}
+
+static void enter_stopping(Device *d) {
+        telemetry_arm(d, false);
+        if (!d->client || !mqtt_client_is_connected(d->client)) {
+                if (d->client)
+                        mqtt_client_abort(d->client);
+                device_enter_state(d, DEVICE_OFF);
+                return;
+        }
+        publish_status(d, false);
+        device_arm(d, 5 * 1000000); /* a broker that never answers must not block shutdown */
+        (void) mqtt_client_disconnect(d->client);
+}
+
+static void device_enter_state(Device *d, DeviceState s) {
+        DeviceState old = d->state;
+
+        if (old != s)
+                log_dev_debug(d->id, "%s -> %s", device_state_to_string(old), device_state_to_string(s));
+        d->state = s;
+        device_disarm(d);
+
+        switch (s) {
+        case DEVICE_OFF:
+                telemetry_arm(d, false);
+                break;
+        case DEVICE_BOOTING:
+                telemetry_arm(d, false);
+                enter_booting(d);
+                break;
+        case DEVICE_CONNECTING:
+                enter_connecting(d);
+                break;
+        case DEVICE_ONLINE:
+                enter_online(d);
+                break;
+        case DEVICE_BACKOFF:
+                telemetry_arm(d, false);
+                enter_backoff(d);
+                break;
+        case DEVICE_RESTARTING:
+                enter_restarting(d);
+                break;
+        case DEVICE_NO_CONNECT:
+        case DEVICE_FAILED:
+                telemetry_arm(d, false);
+                d->settled = true;
+                break;
+        case DEVICE_STOPPING:
+                enter_stopping(d);
+                break;
+        case _DEVICE_STATE_MAX:
+        case _DEVICE_STATE_INVALID:
+                break;
+        }
+        if (d->state == s)
+                manager_device_changed(d->manager, d);
+}
+
+static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+
+        switch (d->state) {
+        case DEVICE_BOOTING:
+        case DEVICE_BACKOFF:
+                device_enter_state(d, DEVICE_CONNECTING);
+                break;
+        case DEVICE_CONNECTING:
+                if (d->waiting_slot) {
+                        start_connect(d);
+                        break;
+                }
+                log_dev_warning(d->id, "Connecting to %s:%u timed out after %u ms", cfg(d)->broker_host,
+                                cfg(d)->broker_port, cfg(d)->connect_timeout_ms);
+                mqtt_client_abort(d->client); /* -> on_disconnect -> BACKOFF */
+                break;
+        case DEVICE_STOPPING:
+                mqtt_client_abort(d->client);
+                if (d->state == DEVICE_STOPPING)
+                        device_enter_state(d, DEVICE_OFF);
+                break;
+        case DEVICE_OFF:
+        case DEVICE_ONLINE:
+        case DEVICE_RESTARTING:
+        case DEVICE_NO_CONNECT:
+        case DEVICE_FAILED:
+                break;
+        case _DEVICE_STATE_MAX:
+        case _DEVICE_STATE_INVALID:
+                break;
+        }
+        return 0;
+}
+
+/* ---- object ------------------------------------------------------------- */
+
+int device_new(Manager *m, const FleetDeviceEntry *e, Device **ret) {
+        Device *d = calloc(1, sizeof *d);
+
+        if (!d)
+                return -ENOMEM;
+        d->manager = m;
+        d->index = e->index;
+        snprintf(d->id, sizeof d->id, "%s", e->id);
+        d->state = DEVICE_OFF;
+        backoff_init(&d->backoff, m->config.backoff_min_ms, m->config.backoff_max_ms, m->config.backoff_jitter);
+        d->temperature = 18 + rng_double(&m->rng) * 8;
+        d->humidity = 35 + rng_double(&m->rng) * 20;
+        *ret = d;
+        return 0;
+}
+
+Device *device_free(Device *d) {
+        if (!d)
+                return NULL;
+        sd_event_source_disable_unref(d->timer);
+        sd_event_source_disable_unref(d->telemetry_timer);
+        mqtt_client_free(d->client);
+        SSL_CTX_free(d->ssl_ctx);
+        device_identity_done(&d->identity);
+        settings_store_close(d->settings_store);
+        fleet_device_free(d->fd);
+        free(d);
+        return NULL;
+}
+
+void device_start(Device *d) {
+        if (d->state == DEVICE_OFF)
+                device_enter_state(d, DEVICE_BOOTING);
+}
+
+void device_stop(Device *d) {
+        if (d->state != DEVICE_OFF)
+                device_enter_state(d, DEVICE_STOPPING);
+}
+
+void device_reload(Device *d) {
+        backoff_init(&d->backoff, cfg(d)->backoff_min_ms, cfg(d)->backoff_max_ms, cfg(d)->backoff_jitter);
+        if (d->state == DEVICE_ONLINE)
+                telemetry_arm(d, cfg(d)->telemetry_enabled);
+}
+
+DeviceState device_get_state(const Device *d) {
+        return d->state;
+}
+
+const char *device_get_id(const Device *d) {
+        return d->id;
+}
+
+bool device_settled(const Device *d) {
+        return d->settled;
+}
+
+uint64_t device_msgs_in(const Device *d) {
+        return d->client ? mqtt_client_msgs_in(d->client) : 0;
+}
+
+uint64_t device_msgs_out(const Device *d) {
+        return d->client ? mqtt_client_msgs_out(d->client) : 0;
+}

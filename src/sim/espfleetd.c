@@ -1,0 +1,450 @@
+/* SPDX-License-Identifier: MIT */
+/* espfleetd: the main process forks (and execs) one worker per share of the
+ * fleet, supervises them, aggregates their counters and speaks to systemd
+ * (READY=1, STATUS=, WATCHDOG=1, SIGTERM, SIGHUP). */
+#define LOG_TOPIC LOG_TOPIC_MAIN
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+#include <syslog.h>
+
+#include "basic/log.h"
+#include "basic/parse-util.h"
+#include "fleet/fleet-dir.h"
+#include "sim/backoff.h"
+#include "sim/config.h"
+#include "sim/worker-proto.h"
+#include "sim/worker.h"
+
+#define RESTART_DELAY_MIN_MS 1000
+#define RESTART_DELAY_MAX_MS 60000
+
+typedef struct Supervisor Supervisor;
+
+typedef struct WorkerSlot {
+        Supervisor *sup;                /* not owned */
+        unsigned index;
+        size_t pos_first, count;
+        pid_t pid;
+        int fd;
+        sd_event_source *io, *child, *restart_timer;
+        WorkerReport last;
+        Backoff restart_backoff;
+        uint64_t started_usec;
+} WorkerSlot;
+
+struct Supervisor {
+        sd_event *event;
+        DaemonConfig config;
+        const char *config_path;
+        WorkerSlot *workers;
+        unsigned n_workers;
+        size_t n_devices;
+        bool ready_sent;
+        bool stopping;
+        sd_event_source *summary_timer, *kill_timer;
+};
+
+static void apply_log_settings(const DaemonConfig *c) {
+        int level = log_level_from_string(c->log_level);
+        if (level >= 0)
+                log_set_max_level(level);
+        (void) log_set_debug_topics(c->debug_topics);
+}
+
+static int worker_spawn(WorkerSlot *w);
+
+static int on_worker_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        WorkerSlot *w = userdata;
+        WorkerReport rep;
+        ssize_t n;
+
+        for (;;) {
+                n = recv(fd, &rep, sizeof rep, MSG_DONTWAIT);
+                if (n == (ssize_t) sizeof rep && rep.magic == WORKER_REPORT_MAGIC) {
+                        w->last = rep;
+                        continue;
+                }
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                        break;
+                if (n <= 0) { /* EOF: the worker is going; SIGCHLD tells the rest */
+                        w->io = sd_event_source_disable_unref(w->io);
+                        break;
+                }
+        }
+        Supervisor *sup = w->sup;
+        if (!sup->ready_sent && !sup->stopping) {
+                for (unsigned i = 0; i < sup->n_workers; i++)
+                        if (!sup->workers[i].last.ramp_done || sup->workers[i].last.total != sup->workers[i].count)
+                                return 0;
+                uint32_t online = 0;
+                for (unsigned i = 0; i < sup->n_workers; i++)
+                        online += sup->workers[i].last.online;
+                sup->ready_sent = true;
+                log_info("Initial ramp done: %" PRIu32 "/%zu devices online", online, sup->n_devices);
+                (void) sd_notifyf(false, "READY=1\nSTATUS=%" PRIu32 "/%zu devices online", online, sup->n_devices);
+        }
+        return 0;
+}
+
+static int on_restart_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        WorkerSlot *w = userdata;
+
+        if (!w->sup->stopping)
+                (void) worker_spawn(w);
+        return 0;
+}
+
+static void check_all_exited(Supervisor *sup) {
+        for (unsigned i = 0; i < sup->n_workers; i++)
+                if (sup->workers[i].pid > 0)
+                        return;
+        log_info("All workers stopped");
+        (void) sd_event_exit(sup->event, 0);
+}
+
+static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        WorkerSlot *w = userdata;
+        Supervisor *sup = w->sup;
+
+        w->child = sd_event_source_disable_unref(w->child);
+        w->io = sd_event_source_disable_unref(w->io);
+        if (w->fd >= 0)
+                close(w->fd);
+        w->fd = -1;
+        w->pid = 0;
+        w->last.online = w->last.connecting = 0;
+        if (sup->stopping) {
+                check_all_exited(sup);
+                return 0;
+        }
+        /* A worker that ran a while gets a fresh backoff. */
+        uint64_t now;
+        (void) sd_event_now(sup->event, CLOCK_MONOTONIC, &now);
+        if (now - w->started_usec > 60 * 1000000ULL)
+                backoff_reset(&w->restart_backoff);
+        uint64_t delay = backoff_next_ms(&w->restart_backoff, 0);
+        if (si->si_code == CLD_EXITED)
+                log_error("Worker %u (pid %d) exited with status %d; restarting in %" PRIu64 " ms", w->index,
+                          (int) si->si_pid, si->si_status, delay);
+        else
+                log_error("Worker %u (pid %d) died from signal %s; restarting in %" PRIu64 " ms", w->index,
+                          (int) si->si_pid, strsignal(si->si_status), delay);
+        if (sd_event_add_time_relative(sup->event, &w->restart_timer, CLOCK_MONOTONIC, delay * 1000, 1000,
+                                       on_restart_timer, w) >= 0)
+                (void) sd_event_source_set_enabled(w->restart_timer, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static int worker_spawn(WorkerSlot *w) {
+        Supervisor *sup = w->sup;
+        int sv[2], r;
+        pid_t pid;
+
+        w->restart_timer = sd_event_source_disable_unref(w->restart_timer);
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return log_error_errno(errno, "socketpair: %m");
+        pid = fork();
+        if (pid < 0) {
+                close(sv[0]);
+                close(sv[1]);
+                return log_error_errno(errno, "fork: %m");
+        }
+        if (pid == 0) {
+                char arg[128];
+                sigset_t all;
+                /* exec resets handlers, not the blocked mask */
+                sigemptyset(&all);
+                sigprocmask(SIG_SETMASK, &all, NULL);
+                if (dup2(sv[1], WORKER_FD) < 0)
+                        _exit(127);
+                snprintf(arg, sizeof arg, "%u:%u:%zu:%zu", w->index, sup->n_workers, w->pos_first, w->count);
+                char *argv[] = { (char *) "espfleetd", (char *) "--worker", arg, (char *) "-c",
+                                 (char *) sup->config_path, NULL };
+                execv("/proc/self/exe", argv);
+                _exit(127);
+        }
+        close(sv[1]);
+        w->pid = pid;
+        w->fd = sv[0];
+        w->last = (WorkerReport) {};
+        (void) sd_event_now(sup->event, CLOCK_MONOTONIC, &w->started_usec);
+        r = sd_event_add_io(sup->event, &w->io, w->fd, EPOLLIN, on_worker_io, w);
+        if (r >= 0)
+                r = sd_event_add_child(sup->event, &w->child, pid, WEXITED, on_worker_exit, w);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch worker %u: %m", w->index);
+        log_info("Worker %u started (pid %d): %zu devices", w->index, (int) pid, w->count);
+        return 0;
+}
+
+static void totals(Supervisor *sup, WorkerReport *t) {
+        *t = (WorkerReport) {};
+        for (unsigned i = 0; i < sup->n_workers; i++) {
+                WorkerReport *r = &sup->workers[i].last;
+                t->online += r->online;
+                t->connecting += r->connecting;
+                t->failed += r->failed;
+                t->msgs_in += r->msgs_in;
+                t->msgs_out += r->msgs_out;
+        }
+}
+
+static int on_summary(sd_event_source *s, uint64_t usec, void *userdata) {
+        Supervisor *sup = userdata;
+        WorkerReport t;
+
+        totals(sup, &t);
+        log_info("Fleet: online %" PRIu32 "/%zu, connecting %" PRIu32 ", failed %" PRIu32
+                 ", messages in %" PRIu64 " out %" PRIu64,
+                 t.online, sup->n_devices, t.connecting, t.failed, t.msgs_in, t.msgs_out);
+        (void) sd_notifyf(false, "STATUS=%" PRIu32 "/%zu devices online, %" PRIu32 " connecting, %" PRIu32 " failed",
+                          t.online, sup->n_devices, t.connecting, t.failed);
+        (void) sd_event_source_set_time(s, usec + (uint64_t) MAX(sup->config.summary_interval_s, 1u) * 1000000);
+        (void) sd_event_source_set_enabled(s, sup->config.summary_interval_s > 0 ? SD_EVENT_ON : SD_EVENT_OFF);
+        return 0;
+}
+
+static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Supervisor *sup = userdata;
+
+        for (unsigned i = 0; i < sup->n_workers; i++)
+                if (sup->workers[i].pid > 0) {
+                        log_warning("Worker %u did not stop in time, killing it", i);
+                        kill(sup->workers[i].pid, SIGKILL);
+                }
+        return 0;
+}
+
+static int on_term(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Supervisor *sup = userdata;
+
+        if (sup->stopping)
+                return 0;
+        sup->stopping = true;
+        log_info("Stopping: devices disconnect (%s)", strsignal((int) si->ssi_signo));
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping: devices disconnect");
+        for (unsigned i = 0; i < sup->n_workers; i++) {
+                WorkerSlot *w = &sup->workers[i];
+                w->restart_timer = sd_event_source_disable_unref(w->restart_timer);
+                if (w->pid > 0)
+                        kill(w->pid, SIGTERM);
+        }
+        if (sd_event_add_time_relative(sup->event, &sup->kill_timer, CLOCK_MONOTONIC, 20 * 1000000ULL, 100000,
+                                       on_kill_timer, sup) >= 0)
+                (void) sd_event_source_set_enabled(sup->kill_timer, SD_EVENT_ONESHOT);
+        check_all_exited(sup);
+        return 0;
+}
+
+static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Supervisor *sup = userdata;
+        DaemonConfig c;
+        const char *changed = NULL;
+        char err[1024];
+        int r;
+
+        (void) sd_notify(false, "RELOADING=1");
+        r = daemon_config_init(&c);
+        if (r >= 0)
+                r = daemon_config_load(&c, sup->config_path, err, sizeof err);
+        if (r < 0) {
+                log_error("Reload failed, keeping the running config: %s", r == -EINVAL ? err : strerror(-r));
+                daemon_config_done(&c);
+                (void) sd_notify(false, "READY=1");
+                return 0;
+        }
+        if (daemon_config_needs_restart(&sup->config, &c, &changed))
+                log_warning("Config key '%s' changed: it takes effect after a daemon restart, ignoring", changed);
+        else
+                log_info("Config reloaded from %s", sup->config_path);
+        apply_log_settings(&c);
+        sup->config.summary_interval_s = c.summary_interval_s;
+        if (sup->summary_timer)
+                (void) sd_event_source_set_enabled(sup->summary_timer, c.summary_interval_s > 0 ? SD_EVENT_ON : SD_EVENT_OFF);
+        daemon_config_done(&c);
+        for (unsigned i = 0; i < sup->n_workers; i++)
+                if (sup->workers[i].pid > 0)
+                        kill(sup->workers[i].pid, SIGHUP);
+        (void) sd_notify(false, "READY=1");
+        return 0;
+}
+
+static int run_supervisor(const char *config_path) {
+        Supervisor sup = { .config_path = config_path };
+        _cleanup_(fleet_freep) Fleet *fleet = NULL;
+        char err[1024] = "";
+        int r;
+
+        r = daemon_config_init(&sup.config);
+        if (r < 0)
+                return r;
+        r = daemon_config_load(&sup.config, config_path, err, sizeof err);
+        if (r < 0) {
+                log_error("Refusing to start: %s", r == -EINVAL ? err : strerror(-r));
+                goto out;
+        }
+        apply_log_settings(&sup.config);
+        r = fleet_open(sup.config.fleet_dir, &fleet, err, sizeof err);
+        if (r < 0) {
+                log_error("Refusing to start: %s", err);
+                goto out;
+        }
+        /* Our share: manifest positions from first_device on. */
+        size_t n_all = fleet_n_devices(fleet), pos = 0;
+        while (pos < n_all && fleet_device_entry(fleet, pos)->index < sup.config.first_device)
+                pos++;
+        size_t n = n_all - pos;
+        if (sup.config.device_count > 0)
+                n = MIN(n, (size_t) sup.config.device_count);
+        if (n == 0) {
+                log_error("Refusing to start: fleet '%s' has no device from index %u on", sup.config.fleet_dir,
+                          sup.config.first_device);
+                r = -ENOENT;
+                goto out;
+        }
+        sup.n_devices = n;
+        sup.n_workers = daemon_config_workers_for(&sup.config, (unsigned) n);
+        fleet = fleet_free(fleet);
+
+        r = sd_event_default(&sup.event);
+        if (r < 0)
+                goto out;
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        (void) sd_event_add_signal(sup.event, NULL, SIGTERM, on_term, &sup);
+        (void) sd_event_add_signal(sup.event, NULL, SIGINT, on_term, &sup);
+        (void) sd_event_add_signal(sup.event, NULL, SIGHUP, on_hup, &sup);
+        (void) sd_event_set_watchdog(sup.event, true);
+
+        sup.workers = calloc(sup.n_workers, sizeof(WorkerSlot));
+        if (!sup.workers) {
+                r = -ENOMEM;
+                goto out;
+        }
+        log_info("espfleetd: %zu devices (manifest positions %zu..%zu), %u worker(s), broker %s:%u", n, pos,
+                 pos + n - 1, sup.n_workers, sup.config.broker_host, sup.config.broker_port);
+        for (unsigned i = 0; i < sup.n_workers; i++) {
+                WorkerSlot *w = &sup.workers[i];
+                w->sup = &sup;
+                w->index = i;
+                w->fd = -1;
+                w->pos_first = pos + n * i / sup.n_workers;
+                w->count = pos + n * (i + 1) / sup.n_workers - w->pos_first;
+                backoff_init(&w->restart_backoff, RESTART_DELAY_MIN_MS, RESTART_DELAY_MAX_MS, 0);
+                r = worker_spawn(w);
+                if (r < 0)
+                        goto out_workers;
+        }
+        if (sd_event_add_time_relative(sup.event, &sup.summary_timer, CLOCK_MONOTONIC,
+                                       (uint64_t) MAX(sup.config.summary_interval_s, 1u) * 1000000, 100000, on_summary,
+                                       &sup) >= 0)
+                (void) sd_event_source_set_enabled(sup.summary_timer,
+                                                   sup.config.summary_interval_s > 0 ? SD_EVENT_ON : SD_EVENT_OFF);
+        (void) sd_notifyf(false, "STATUS=Starting %zu devices", n);
+        r = sd_event_loop(sup.event);
+        if (r == 0) {
+                WorkerReport t;
+                totals(&sup, &t);
+                log_info("Stopped: messages in %" PRIu64 " out %" PRIu64, t.msgs_in, t.msgs_out);
+        }
+
+out_workers:
+        for (unsigned i = 0; sup.workers && i < sup.n_workers; i++) {
+                WorkerSlot *w = &sup.workers[i];
+                if (w->pid > 0) {
+                        kill(w->pid, SIGTERM);
+                        (void) waitpid(w->pid, NULL, 0);
+                }
+                sd_event_source_disable_unref(w->io);
+                sd_event_source_disable_unref(w->child);
+                sd_event_source_disable_unref(w->restart_timer);
+                if (w->fd >= 0)
+                        close(w->fd);
+        }
+        free(sup.workers);
+        sd_event_source_disable_unref(sup.summary_timer);
+        sd_event_source_disable_unref(sup.kill_timer);
+        sd_event_unref(sup.event);
+out:
+        daemon_config_done(&sup.config);
+        return r;
+}
+
+static void help(void) {
+        printf("espfleetd -c FILE        run the fleet described by FILE (libconfig)\n"
+               "espfleetd -c FILE --check-config   parse FILE and exit\n"
+               "espfleetd --dump-config  print every key at its default (etc/espfleet.conf)\n");
+}
+
+int main(int argc, char *argv[]) {
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "check-config", no_argument, NULL, 'C' },
+                { "dump-config", no_argument, NULL, 'D' },
+                { "worker", required_argument, NULL, 'W' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
+        const char *config_path = "/etc/espfleet/espfleet.conf", *worker = NULL;
+        bool check = false;
+        int c;
+
+        log_set_program("espfleetd");
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0)
+                switch (c) {
+                case 'c':
+                        config_path = optarg;
+                        break;
+                case 'C':
+                        check = true;
+                        break;
+                case 'D':
+                        return daemon_config_dump_sample(stdout) < 0 ? 1 : 0;
+                case 'W':
+                        worker = optarg;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                default:
+                        return 2;
+                }
+        if (optind < argc) {
+                log_error("Unexpected argument '%s'", argv[optind]);
+                return 2;
+        }
+        if (check) {
+                DaemonConfig cfg;
+                char err[1024];
+                int r = daemon_config_init(&cfg);
+                if (r >= 0)
+                        r = daemon_config_load(&cfg, config_path, err, sizeof err);
+                if (r < 0)
+                        log_error("%s", r == -EINVAL ? err : strerror(-r));
+                else
+                        printf("%s: OK\n", config_path);
+                daemon_config_done(&cfg);
+                return r < 0 ? 1 : 0;
+        }
+        if (worker) {
+                unsigned idx, n;
+                size_t first, count;
+                if (sscanf(worker, "%u:%u:%zu:%zu", &idx, &n, &first, &count) != 4) {
+                        log_error("Bad --worker argument '%s'", worker);
+                        return 2;
+                }
+                return worker_run(config_path, idx, n, first, count) < 0 ? 1 : 0;
+        }
+        return run_supervisor(config_path) < 0 ? 1 : 0;
+}

@@ -1,0 +1,498 @@
+/* SPDX-License-Identifier: MIT */
+#define LOG_TOPIC LOG_TOPIC_MQTT
+
+#include <arpa/inet.h>
+#include <mosquitto.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "basic/log.h"
+#include "transport/mqtt.h"
+
+/* Facts about libmosquitto 2.0.11 this file relies on (lib/net_mosq.c, lib/loop.c):
+ * - With MOSQ_OPT_SSL_CTX and MOSQ_OPT_SSL_CTX_WITH_DEFAULTS = 0,
+ *   net__init_ssl_ctx() returns before touching the context: no CA, no
+ *   verify mode and no hostname check (that one lives only in the verify
+ *   callback it installs on the defaults path). mqtt_ssl_ctx_new() therefore
+ *   sets all of them itself.
+ * - A fatal TLS handshake error inside mosquitto_loop_read() closes the
+ *   socket and returns MOSQ_ERR_TLS without calling on_disconnect, and
+ *   SSL_ERROR_SYSCALL (e.g. a refused TCP connect) leaves want_connect set
+ *   forever. So each session gets its own struct mosquitto, and this file
+ *   tears it down itself after any error or hang-up, outside libmosquitto's
+ *   callbacks. */
+
+struct MqttLoop {
+        sd_event *event;
+        sd_event_source *misc_timer;
+        uint64_t misc_interval_usec;
+        MqttClient *clients;
+        size_t n_clients;
+};
+
+struct MqttClient {
+        MqttLoop *loop;                 /* not owned */
+        MqttClient *next, *prev;
+
+        char *client_id;
+        SSL_CTX *ctx;
+        MqttCallbacks cb;
+        void *userdata;
+
+        char *will_topic, *will_payload;
+        int will_qos;
+        bool will_retain;
+
+        struct mosquitto *mosq;         /* only while a session exists */
+        sd_event_source *io;
+        int fd;
+        uint32_t io_events;
+
+        bool busy;                      /* inside mosquitto_loop_*(): no teardown now */
+        bool connected;                 /* CONNACK 0 received */
+        bool disconnect_requested;
+        bool lost;                      /* libmosquitto reported the end of the session */
+        int lost_rc;
+
+        uint64_t msgs_in, msgs_out;
+};
+
+int mqtt_error_to_errno(int e) {
+        switch (e) {
+        case MOSQ_ERR_SUCCESS: return 0;
+        case MOSQ_ERR_NOMEM: return -ENOMEM;
+        case MOSQ_ERR_PROTOCOL: return -EPROTO;
+        case MOSQ_ERR_INVAL: return -EINVAL;
+        case MOSQ_ERR_NO_CONN: return -ENOTCONN;
+        case MOSQ_ERR_CONN_REFUSED: return -ECONNREFUSED;
+        case MOSQ_ERR_NOT_FOUND: return -ENOENT;
+        case MOSQ_ERR_CONN_LOST: return -ECONNRESET;
+        case MOSQ_ERR_TLS: return -EPROTO;
+        case MOSQ_ERR_PAYLOAD_SIZE: return -EMSGSIZE;
+        case MOSQ_ERR_NOT_SUPPORTED: return -EOPNOTSUPP;
+        case MOSQ_ERR_AUTH: return -EACCES;
+        case MOSQ_ERR_ACL_DENIED: return -EACCES;
+        case MOSQ_ERR_ERRNO: return errno > 0 ? -errno : -EIO;
+        case MOSQ_ERR_EAI: return -EHOSTUNREACH;
+        case MOSQ_ERR_KEEPALIVE: return -ETIMEDOUT;
+        case MOSQ_ERR_LOOKUP: return -EHOSTUNREACH;
+        default: return -EIO;
+        }
+}
+
+const char *mqtt_reason_string(int rc) {
+        /* MQTT 3.1.1 CONNACK return codes (§3.2.2.3) */
+        switch (rc) {
+        case 0: return "accepted";
+        case 1: return "unacceptable protocol version";
+        case 2: return "identifier rejected";
+        case 3: return "server unavailable";
+        case 4: return "bad user name or password";
+        case 5: return "not authorized";
+        default: return "refused";
+        }
+}
+
+/* ---- SSL_CTX -------------------------------------------------------- */
+
+int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version,
+                     X509 *cert, EVP_PKEY *key, SSL_CTX **ret) {
+        unsigned char ip[sizeof(struct in6_addr)];
+        SSL_CTX *ctx;
+
+        if (!ca_store || !host || !cert || !key)
+                return -EINVAL;
+        ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx)
+                return -ENOMEM;
+        if (SSL_CTX_set_min_proto_version(ctx, MAX(min_version, TLS1_2_VERSION)) != 1)
+                goto fail;
+        /* ~57 KB -> ~23 KB per idle connection (esp-formats.md Appendix C) */
+        SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
+        /* One store for the whole fleet: each context only takes a reference. */
+        if (SSL_CTX_set1_cert_store(ctx, ca_store), SSL_CTX_get_cert_store(ctx) != ca_store)
+                goto fail;
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1) {
+                if (X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1)
+                        goto fail;
+        } else if (X509_VERIFY_PARAM_set1_host(param, host, 0) != 1)
+                goto fail;
+        if (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+                SSL_CTX_free(ctx);
+                ERR_clear_error();
+                return -EKEYREJECTED;
+        }
+        *ret = ctx;
+        return 0;
+fail:
+        SSL_CTX_free(ctx);
+        ERR_clear_error();
+        return -EINVAL;
+}
+
+/* ---- loop ------------------------------------------------------------ */
+
+static void client_sync(MqttClient *c);
+static void client_finish(MqttClient *c);
+
+static int misc_handler(sd_event_source *s, uint64_t usec, void *userdata) {
+        MqttLoop *l = userdata;
+
+        for (MqttClient *c = l->clients, *next; c; c = next) {
+                next = c->next;
+                if (!c->mosq || c->fd < 0)
+                        continue;
+                c->busy = true;
+                int r = mosquitto_loop_misc(c->mosq);
+                c->busy = false;
+                if (r != MOSQ_ERR_SUCCESS && !c->lost) {
+                        c->lost = true;
+                        c->lost_rc = r;
+                }
+                client_sync(c);
+        }
+        (void) sd_event_source_set_time(s, usec + l->misc_interval_usec);
+        return 0;
+}
+
+int mqtt_loop_new(sd_event *e, unsigned misc_interval_ms, MqttLoop **ret) {
+        MqttLoop *l;
+        int r;
+
+        l = calloc(1, sizeof *l);
+        if (!l)
+                return -ENOMEM;
+        l->event = sd_event_ref(e);
+        l->misc_interval_usec = (uint64_t) MAX(misc_interval_ms, 10u) * 1000;
+        r = sd_event_add_time_relative(e, &l->misc_timer, CLOCK_MONOTONIC, l->misc_interval_usec,
+                                       l->misc_interval_usec / 10, misc_handler, l);
+        if (r < 0) {
+                mqtt_loop_free(l);
+                return r;
+        }
+        r = sd_event_source_set_enabled(l->misc_timer, SD_EVENT_ON);
+        if (r < 0) {
+                mqtt_loop_free(l);
+                return r;
+        }
+        (void) sd_event_source_set_description(l->misc_timer, "mqtt-misc");
+        *ret = l;
+        return 0;
+}
+
+MqttLoop *mqtt_loop_free(MqttLoop *l) {
+        if (!l)
+                return NULL;
+        while (l->clients)
+                mqtt_client_free(l->clients);
+        sd_event_source_disable_unref(l->misc_timer);
+        sd_event_unref(l->event);
+        free(l);
+        return NULL;
+}
+
+size_t mqtt_loop_n_clients(const MqttLoop *l) {
+        return l->n_clients;
+}
+
+/* ---- client -------------------------------------------------------- */
+
+static void cb_connect(struct mosquitto *m, void *userdata, int rc) {
+        MqttClient *c = userdata;
+
+        c->connected = rc == 0;
+        if (c->cb.on_connect)
+                c->cb.on_connect(c, rc, c->userdata);
+}
+
+static void cb_disconnect(struct mosquitto *m, void *userdata, int rc) {
+        MqttClient *c = userdata;
+
+        /* Inside libmosquitto: only note it, client_sync() finishes. */
+        if (!c->lost) {
+                c->lost = true;
+                c->lost_rc = rc;
+        }
+}
+
+static void cb_message(struct mosquitto *m, void *userdata, const struct mosquitto_message *msg) {
+        MqttClient *c = userdata;
+
+        c->msgs_in++;
+        if (c->cb.on_message)
+                c->cb.on_message(c, msg->topic, msg->payload, msg->payloadlen > 0 ? (size_t) msg->payloadlen : 0,
+                                 c->userdata);
+}
+
+static void cb_log(struct mosquitto *m, void *userdata, int level, const char *str) {
+        MqttClient *c = userdata;
+        log_full_errno(LOG_DEBUG, LOG_TOPIC_MQTT, c->client_id, 0, "libmosquitto: %s", str);
+}
+
+static int io_handler(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        MqttClient *c = userdata;
+        int r = MOSQ_ERR_SUCCESS;
+
+        if (!c->mosq)
+                return 0;
+        c->busy = true;
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                r = mosquitto_loop_read(c->mosq, 1);
+        if (r == MOSQ_ERR_SUCCESS && !c->lost && (revents & EPOLLOUT) && mosquitto_socket(c->mosq) >= 0)
+                r = mosquitto_loop_write(c->mosq, 1);
+        c->busy = false;
+        if (r != MOSQ_ERR_SUCCESS && !c->lost) {
+                c->lost = true;
+                c->lost_rc = r;
+        }
+        /* Before CONNACK, a hang-up or socket error means the TCP connect or
+         * the handshake failed; libmosquitto would retry SSL_connect forever. */
+        if (!c->lost && !c->connected && (revents & (EPOLLHUP | EPOLLERR))) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0)
+                        err = ECONNRESET;
+                c->lost = true;
+                c->lost_rc = MOSQ_ERR_ERRNO;
+                errno = err;
+        }
+        client_sync(c);
+        return 0;
+}
+
+/* Brings the io source in line with libmosquitto's socket and want_write(),
+ * and finishes a session that ended. */
+static void client_sync(MqttClient *c) {
+        int fd, r;
+
+        if (!c->mosq || c->busy)
+                return;
+        fd = mosquitto_socket(c->mosq);
+        if (c->lost || fd < 0) {
+                client_finish(c);
+                return;
+        }
+        uint32_t events = EPOLLIN | (mosquitto_want_write(c->mosq) ? EPOLLOUT : 0);
+        if (fd != c->fd) {
+                c->io = sd_event_source_disable_unref(c->io);
+                c->fd = fd;
+                r = sd_event_add_io(c->loop->event, &c->io, fd, events, io_handler, c);
+                if (r < 0) {
+                        log_full_errno(LOG_ERR, LOG_TOPIC_MQTT, c->client_id, r, "Failed to watch socket: %m");
+                        c->lost = true;
+                        c->lost_rc = MOSQ_ERR_NOMEM;
+                        client_finish(c);
+                        return;
+                }
+                c->io_events = events;
+        } else if (events != c->io_events) {
+                (void) sd_event_source_set_io_events(c->io, events);
+                c->io_events = events;
+        }
+}
+
+/* Ends the session: frees the struct mosquitto (closing its fds) first,
+ * then tells the user, who may reconnect right away. */
+static void client_finish(MqttClient *c) {
+        int rc = c->lost_rc, saved_errno = errno;
+        bool expected = c->disconnect_requested && (rc == MOSQ_ERR_SUCCESS || c->connected);
+
+        c->io = sd_event_source_disable_unref(c->io);
+        c->fd = -1;
+        if (c->mosq) {
+                mosquitto_destroy(c->mosq);
+                c->mosq = NULL;
+        }
+        c->connected = false;
+        c->lost = false;
+        c->disconnect_requested = false;
+        errno = saved_errno;
+        int reason = expected ? 0 : (rc == MOSQ_ERR_SUCCESS ? -ECONNRESET : mqtt_error_to_errno(rc));
+        if (c->cb.on_disconnect)
+                c->cb.on_disconnect(c, expected, reason, c->userdata);
+}
+
+int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx,
+                    const MqttCallbacks *cb, void *userdata, MqttClient **ret) {
+        MqttClient *c;
+
+        c = calloc(1, sizeof *c);
+        if (!c)
+                return -ENOMEM;
+        c->client_id = strdup(client_id);
+        if (!c->client_id) {
+                free(c);
+                return -ENOMEM;
+        }
+        if (ctx) {
+                SSL_CTX_up_ref(ctx);
+                c->ctx = ctx;
+        }
+        c->cb = *cb;
+        c->userdata = userdata;
+        c->fd = -1;
+        c->loop = l;
+        c->next = l->clients;
+        if (l->clients)
+                l->clients->prev = c;
+        l->clients = c;
+        l->n_clients++;
+        *ret = c;
+        return 0;
+}
+
+MqttClient *mqtt_client_free(MqttClient *c) {
+        if (!c)
+                return NULL;
+        c->io = sd_event_source_disable_unref(c->io);
+        if (c->mosq)
+                mosquitto_destroy(c->mosq);
+        if (c->prev)
+                c->prev->next = c->next;
+        else if (c->loop->clients == c)
+                c->loop->clients = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        c->loop->n_clients--;
+        SSL_CTX_free(c->ctx);
+        free(c->will_topic);
+        free(c->will_payload);
+        free(c->client_id);
+        free(c);
+        return NULL;
+}
+
+int mqtt_client_set_will(MqttClient *c, const char *topic, const char *payload, int qos, bool retain) {
+        char *t = NULL, *p = NULL;
+
+        if (topic) {
+                t = strdup(topic);
+                p = strdup(payload ?: "");
+                if (!t || !p) {
+                        free(t);
+                        free(p);
+                        return -ENOMEM;
+                }
+        }
+        free(c->will_topic);
+        free(c->will_payload);
+        c->will_topic = t;
+        c->will_payload = p;
+        c->will_qos = qos;
+        c->will_retain = retain;
+        return 0;
+}
+
+int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const char *bind_address,
+                        unsigned keepalive_s) {
+        struct mosquitto *m;
+        int r;
+
+        if (c->mosq)
+                return -EALREADY;
+        m = mosquitto_new(c->client_id, true, c);
+        if (!m)
+                return errno > 0 ? -errno : -ENOMEM;
+        r = mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        if (r == MOSQ_ERR_SUCCESS && c->ctx) {
+                r = mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, c->ctx);
+                if (r == MOSQ_ERR_SUCCESS)
+                        r = mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+        }
+        if (r == MOSQ_ERR_SUCCESS && c->will_topic)
+                r = mosquitto_will_set(m, c->will_topic, (int) strlen(c->will_payload), c->will_payload,
+                                       c->will_qos, c->will_retain);
+        if (r != MOSQ_ERR_SUCCESS) {
+                mosquitto_destroy(m);
+                return mqtt_error_to_errno(r);
+        }
+        mosquitto_connect_callback_set(m, cb_connect);
+        mosquitto_disconnect_callback_set(m, cb_disconnect);
+        mosquitto_message_callback_set(m, cb_message);
+        if (log_would_log(LOG_DEBUG, LOG_TOPIC_MQTT))
+                mosquitto_log_callback_set(m, cb_log);
+
+        r = mosquitto_connect_bind_async(m, host, (int) port, (int) keepalive_s, bind_address);
+        if (r != MOSQ_ERR_SUCCESS) {
+                r = mqtt_error_to_errno(r);
+                mosquitto_destroy(m);
+                return r;
+        }
+        c->mosq = m;
+        c->connected = c->lost = c->disconnect_requested = false;
+        client_sync(c);
+        return 0;
+}
+
+int mqtt_client_disconnect(MqttClient *c) {
+        int r;
+
+        if (!c->mosq)
+                return -ENOTCONN;
+        c->disconnect_requested = true;
+        if (!c->connected) {
+                /* Nothing to say DISCONNECT to yet: just drop the attempt. */
+                c->lost = true;
+                c->lost_rc = MOSQ_ERR_SUCCESS;
+                client_sync(c);
+                return 0;
+        }
+        r = mosquitto_disconnect(c->mosq);
+        if (r != MOSQ_ERR_SUCCESS && !c->lost) {
+                c->lost = true;
+                c->lost_rc = MOSQ_ERR_SUCCESS;
+        }
+        client_sync(c);
+        return 0;
+}
+
+void mqtt_client_abort(MqttClient *c) {
+        if (!c->mosq)
+                return;
+        c->lost = true;
+        c->lost_rc = MOSQ_ERR_CONN_LOST;
+        client_sync(c);
+}
+
+int mqtt_client_subscribe(MqttClient *c, const char *topic, int qos) {
+        int r;
+
+        if (!c->mosq || !c->connected)
+                return -ENOTCONN;
+        r = mosquitto_subscribe(c->mosq, NULL, topic, qos);
+        client_sync(c);
+        return mqtt_error_to_errno(r);
+}
+
+int mqtt_client_publish(MqttClient *c, const char *topic, const void *payload, size_t len, int qos, bool retain) {
+        int r;
+
+        if (!c->mosq || !c->connected)
+                return -ENOTCONN;
+        if (len > INT32_MAX)
+                return -EMSGSIZE;
+        r = mosquitto_publish(c->mosq, NULL, topic, (int) len, payload, qos, retain);
+        if (r == MOSQ_ERR_SUCCESS)
+                c->msgs_out++;
+        client_sync(c);
+        return mqtt_error_to_errno(r);
+}
+
+bool mqtt_client_is_connected(const MqttClient *c) {
+        return c->mosq && c->connected;
+}
+
+uint64_t mqtt_client_msgs_in(const MqttClient *c) {
+        return c->msgs_in;
+}
+
+uint64_t mqtt_client_msgs_out(const MqttClient *c) {
+        return c->msgs_out;
+}
