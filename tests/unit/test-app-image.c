@@ -292,12 +292,12 @@ static int stream(const uint8_t *d, size_t len, size_t chunk, AppImageInfo *info
                 if (!desc_at && app_image_verifier_have_desc(v))
                         desc_at = off + n;
         }
-        /* esp_https_ota checks the descriptor from the first 1024 bytes */
-        cr_assert(desc_at > 0 && desc_at <= MAX(APP_IMAGE_PEEK_LEN, chunk), "desc after %zu bytes", desc_at);
-        cr_assert_gt(app_image_verifier_image_len(v), 0);
         r = app_image_verifier_finish(v, info, err, errlen);
         if (r < 0)
                 return r;
+        /* esp_https_ota checks the descriptor from the first 1024 bytes */
+        cr_assert(desc_at > 0 && desc_at <= MAX(APP_IMAGE_PEEK_LEN, chunk), "desc after %zu bytes", desc_at);
+        cr_assert_eq(app_image_verifier_image_len(v), info->image_len);
         *have_sector = app_image_verifier_signature_sector(v) != NULL;
         if (*have_sector)
                 memcpy(sector, app_image_verifier_signature_sector(v), 4096);
@@ -437,4 +437,42 @@ Test(app_image, string_tables) {
         cr_assert_eq(esp_chip_id_from_string("esp32s3"), 9);
         cr_assert_eq(esp_chip_id_from_string("esp8266"), -EINVAL);
         cr_assert_str_eq(esp_chip_id_to_string(9), "esp32s3");
+}
+
+Test(app_image, mutated_inputs_never_crash) {
+        _cleanup_free_ uint8_t *orig = NULL, *d = NULL;
+        uint64_t x = 0x1234567887654321ull;
+        size_t len;
+
+        /* Deterministic mutations of a small image: every result is either
+         * valid or -ESP_ERR_IMAGE_INVALID with a message, streamed or not. */
+        orig = build(ESP_CHIP_ID_ESP32C3, "1.0.0", 0, false, APP_BEHAVIOUR_OK, &len);
+        d = malloc(len);
+        cr_assert(d);
+        for (int i = 0; i < 300; i++) {
+                AppImageInfo info, sinfo;
+                char err[256] = "", serr[256] = "";
+                uint8_t sector[4096];
+                bool have_sector;
+                int r, sr;
+
+                memcpy(d, orig, len);
+                for (int k = 0; k < 1 + i % 4; k++) {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        /* bias towards the headers, where the structure is */
+                        size_t pos = (x >> 8) % (i % 2 ? 64 : len);
+                        d[pos] = (uint8_t) x;
+                }
+                r = app_image_parse(d, len, &info, err, sizeof err);
+                cr_assert(r == 0 || r == -ESP_ERR_IMAGE_INVALID, "iteration %d: %d", i, r);
+                if (r < 0)
+                        cr_assert(err[0], "iteration %d: no message", i);
+                sr = stream(d, len, 5, &sinfo, sector, &have_sector, serr, sizeof serr);
+                if (r == 0) {
+                        cr_assert_eq(sr, 0, "iteration %d: %s", i, serr);
+                        same_info(&info, &sinfo);
+                }
+        }
 }
