@@ -188,11 +188,20 @@ static int image_sign_main(int argc, char **argv) {
         }
         if (read_input(in, &data, &len) < 0)
                 return 1;
-        /* An app image must be intact before we vouch for it. */
-        if (len > 0 && data[0] == APP_IMAGE_MAGIC && app_image_parse(data, len, &info, err, sizeof err) < 0 &&
-            info.has_desc) {
-                log_error("%s: refusing to sign a broken app image: %s", in, err);
-                return 1;
+        /* An app image must be intact before we vouch for it, and its sector
+         * must land where the bootloader looks: at image_len rounded up to 4 KiB. */
+        if (len > 0 && data[0] == APP_IMAGE_MAGIC) {
+                r = app_image_parse(data, len, &info, err, sizeof err);
+                if (r < 0 && info.has_desc) {
+                        log_error("%s: refusing to sign a broken app image: %s", in, err);
+                        return 1;
+                }
+                if (r >= 0 && !sbv2_file_is_signed(data, len) && ALIGN_TO(len, SBV2_SECTOR_SIZE) != info.signed_len) {
+                        log_error("%s: %zu bytes follow the %zu-byte app image; the signature would not sit at 0x%zx "
+                                  "where the bootloader looks for it.", in, len - info.image_len, info.image_len,
+                                  info.signed_len);
+                        return 1;
+                }
         }
         r = sbv2_sign_file(key, data, len, &out_data, &out_len, err, sizeof err);
         if (r < 0) {
@@ -208,8 +217,8 @@ static int image_sign_main(int argc, char **argv) {
         n = sbv2_parse_sector(out_data + out_len - SBV2_SECTOR_SIZE, SBV2_SECTOR_SIZE, blocks, NULL, 0);
         (void) sbv2_key_digest(key, kd);
         hexline(kd, sizeof kd, hex);
-        printf("%s: signed with %s key %s (block %d of %d), %zu bytes\n", out,
-               sbv2_key_type_to_string(sbv2_key_type(key, NULL, 0)), hex, n, n, out_len);
+        printf("%s: added signature block %d (%s, key digest %s); %d block%s in the sector, %zu bytes\n", out, n - 1,
+               sbv2_key_type_to_string(sbv2_key_type(key, NULL, 0)), hex, n, n == 1 ? "" : "s", out_len);
         return 0;
 }
 
