@@ -79,7 +79,8 @@ typedef struct OtaSessionOptions {
         bool allow_equal_version;
         bool signed_apps_no_secure_boot;
         bool allow_plain_http;           /* tests only */
-        unsigned max_retries;            /* retries after the first attempt; default 3 */
+        unsigned max_retries;            /* retries after the first attempt; when both this and
+                                          * retry_base_usec are 0, the default 3 applies */
         uint64_t retry_base_usec;        /* first backoff; default 1 s; doubles, ±25 % jitter */
         uint64_t retry_max_usec;         /* backoff cap; default 60 s */
         uint64_t start_jitter_usec;      /* random delay before the first attempt; 0 = none */
