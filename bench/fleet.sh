@@ -58,10 +58,11 @@ write_conf "$T/bench.conf" "$FLEET" \
         "reconnect = { connect_rate_max = 100000.0; };" \
         "device = { boot_time_ms = 0; };" \
         "log = { summary_interval = 5; };"
-online() { grep -E '"online"' "$T/status.out" | cut -d' ' -f1 | sort -u | wc -l; }
+online() { grep -E '"state":"online"' "$T/status.out" | cut -d' ' -f1 | sort -u | wc -l; }
 t0=$(date +%s.%N)
 start_daemon "$T/bench.conf"
-wait_for 600 test "$(online)" -ge "$N" || log "only $(online)/$N online after 600 s"
+all_online() { [ "$(online)" -ge "$N" ]; }
+wait_for 600 all_online || log "only $(online)/$N online after 600 s"
 t1=$(date +%s.%N)
 secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b-a}')
 rate=$(awk -v n="$N" -v s="$secs" 'BEGIN {printf "%.0f", n/s}')
@@ -76,7 +77,7 @@ for p in $DAEMON_PID $kids; do
 done
 summary=$(grep -E 'online' "$T/espfleetd.log" | tail -n 1)
 still=$(online)
-offline=$(grep -cE '"offline"' "$T/status.out" || true)
+offline=$(grep -cE '"state":"offline"' "$T/status.out" || true)
 per_dev=$(awk -v k="$rss_kb" -v n="$still" 'BEGIN {printf "%.1f", (n ? k/n : 0)}')
 
 printf '\n| measure | value |\n|---|---|\n'

@@ -57,7 +57,7 @@ echo "firmware URL: $URL"
 write_conf "$DEMO/espfleet.conf" "$FLEET" \
         "ramp = { rate = 50.0; };" \
         "ota = { default_url = \"$URL\"; };" \
-        "summary_interval = 5;"
+        "log = { summary_interval = 5; };"
 mqtt_sub_bg "$PKI" "$T/fleet.out" '/esp/+/log' '/esp/+/status'
 
 say "Starting espfleetd -c $DEMO/espfleet.conf"
@@ -65,8 +65,9 @@ start_daemon "$DEMO/espfleet.conf"
 tail -n +1 -f "$T/espfleetd.log" --pid=$$ 2>/dev/null | grep --line-buffered -E "summary|online|READY|error" &
 _PIDS+=("$!")
 
-online() { grep -cE '^/esp/[^/]+/status .*"online"' "$T/fleet.out" | tr -d ' '; }
-if wait_for 180 test "$(online)" -ge "$COUNT"; then
+online() { grep -E '^/esp/[^/]+/status .*"state":"online"' "$T/fleet.out" | cut -d' ' -f1 | sort -u | wc -l; }
+all_online() { [ "$(online)" -ge "$COUNT" ]; }
+if wait_for 180 all_online; then
         say "All $COUNT devices are online"
 else
         say "Only $(online) of $COUNT devices came online (see $T/espfleetd.log)"
@@ -87,8 +88,10 @@ grep -E "^/esp/$first/log " "$T/fleet.out" | tail -n 15 | cut -d' ' -f2-
 
 say "OTA: /esp/update/run to the whole fleet (firmware 1.0.0 -> 1.1.0)"
 op /esp/update/run ""
-wait_for 300 test "$(grep -cE '"version":"1.1.0"' "$T/fleet.out")" -ge "$COUNT"
-echo "devices reporting 1.1.0: $(grep -E '"version":"1.1.0"' "$T/fleet.out" | cut -d' ' -f1 | sort -u | wc -l)/$COUNT"
+updated() { grep -E '"state":"online","version":"1.1.0"' "$T/fleet.out" | cut -d' ' -f1 | sort -u | wc -l; }
+all_updated() { [ "$(updated)" -ge "$COUNT" ]; }
+wait_for 300 all_updated
+echo "devices running 1.1.0: $(updated)/$COUNT"
 
 say "The fleet keeps running. Logs: $T/espfleetd.log, MQTT: $T/fleet.out. Ctrl-C stops everything."
 tail -n 0 -f "$T/fleet.out" | cut -c1-160 &
