@@ -313,7 +313,8 @@ static int gen_fill(Gen *g, const char *key, const char *enc, const uint8_t *val
                 return -ENOMEM;
         if (num[0] < '0' || num[0] > '9' || safe_atou64(num, 10, &length) < 0 || length > GEN_FILE_MAX)
                 return gen_error(g, -EINVAL, "%s: invalid encoding format", enc);
-        if (hex_decode_fixed(semi + 3, &pad, 1) < 0)
+        char pad_hex[3] = { semi[3], semi[4], 0 };
+        if (hex_decode_fixed(pad_hex, &pad, 1) < 0)
                 return gen_error(g, -EINVAL, "%s: invalid encoding format", enc);
         if (vlen > length)
                 return gen_error(g, -EINVAL, "%s: value length exceeds specified length", key);

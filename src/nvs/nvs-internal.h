@@ -83,3 +83,16 @@ int nvs_xts_crypt(NvsXts *x, bool encrypt, uint32_t rel_addr, const uint8_t *in,
 
 /* Strict decoders used by the generator and `nvs set`. */
 int nvs_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
+
+/* Where the partition's bytes live: a flash region or a memory buffer.
+ * Offsets are partition-relative. `userdata` is owned: `free` releases it. */
+typedef struct NvsIo {
+        int (*read)(void *userdata, uint32_t off, void *buf, size_t len);
+        int (*write)(void *userdata, uint32_t off, const void *buf, size_t len);
+        int (*erase)(void *userdata, uint32_t off, size_t len);
+        void (*free)(void *userdata);
+        void *userdata;
+} NvsIo;
+
+/* Takes ownership of io->userdata (also on failure). */
+int nvs_open_io(const NvsIo *io, uint32_t size, const NvsXtsKeys *keys, NvsOpenFlags flags, Nvs **ret);

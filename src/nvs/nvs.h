@@ -112,6 +112,10 @@ int nvs_open_region(const FlashRegion *region, const NvsXtsKeys *keys, NvsOpenFl
  * (-ESP_ERR_NVS_INVALID_LENGTH). */
 int nvs_open_buffer(void *buf, size_t size, const NvsXtsKeys *keys, NvsOpenFlags flags, Nvs **ret);
 Nvs *nvs_close(Nvs *nvs);   /* accepts NULL, returns NULL; open handles must be closed first */
+static inline void nvs_closep(Nvs **p) {
+        if (*p)
+                nvs_close(*p);
+}
 
 /* nvs_flash_erase_partition(): erases every sector of the region. */
 int nvs_erase_region(const FlashRegion *region);
@@ -133,6 +137,10 @@ typedef enum NvsMode {
  * -ESP_ERR_NVS_READ_ONLY for a read-write handle on a read-only Nvs. */
 int nvs_handle_open(Nvs *nvs, const char *namespace_name, NvsMode mode, NvsHandle **ret);
 NvsHandle *nvs_handle_close(NvsHandle *h);   /* accepts NULL, returns NULL */
+static inline void nvs_handle_closep(NvsHandle **p) {
+        if (*p)
+                nvs_handle_close(*p);
+}
 
 /* Typed set/get, as nvs_set_* / nvs_get_*. Setting a key writes the new item
  * before erasing the old one; an identical value is not rewritten; a key set
