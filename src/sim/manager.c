@@ -245,6 +245,8 @@ void manager_get_stats(Manager *m, ManagerStats *ret) {
 
         for (size_t i = 0; i < m->n_devices; i++) {
                 Device *d = m->devices[i];
+                s.msgs_in += device_msgs_in(d);
+                s.msgs_out += device_msgs_out(d);
                 switch (device_get_state(d)) {
                 case DEVICE_ONLINE:
                         s.online++;
@@ -275,8 +277,6 @@ void manager_get_stats(Manager *m, ManagerStats *ret) {
                         s.ramp_done = false;
                 if (m->stopping && device_get_state(d) != DEVICE_OFF)
                         s.stopped = false;
-                s.msgs_in += device_msgs_in(d);
-                s.msgs_out += device_msgs_out(d);
         }
         *ret = s;
 }
