@@ -1023,22 +1023,53 @@ static int ds_prov_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         return 1;
 }
 
+/* The providers we loaded, per library context: they stay loaded for the
+ * life of the process (or of the context), and this list keeps them
+ * referenced. */
+typedef struct Loaded {
+        OSSL_LIB_CTX *libctx;           /* not owned */
+        OSSL_PROVIDER *dflt;
+        OSSL_PROVIDER *ds;
+        struct Loaded *next;
+} Loaded;
+
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static Loaded *loaded;
 
 int ds_provider_init(OSSL_LIB_CTX *libctx) {
+        Loaded *l = NULL;
         int r = 0;
 
         (void) pthread_once(&err_once, err_init);
         pthread_mutex_lock(&init_lock);
         if (OSSL_PROVIDER_available(libctx, DS_PROVIDER_NAME))
                 goto finish;
+        l = calloc(1, sizeof(Loaded));
+        if (!l) {
+                r = -ENOMEM;
+                goto finish;
+        }
+        l->libctx = libctx;
         /* Loading any provider explicitly turns off the implicit default
          * one, which supplies every digest, cipher and the software keys. */
-        if (!OSSL_PROVIDER_load(libctx, "default") ||
-            !OSSL_PROVIDER_add_builtin(libctx, DS_PROVIDER_NAME, ds_prov_init) ||
-            !OSSL_PROVIDER_load(libctx, DS_PROVIDER_NAME))
+        l->dflt = OSSL_PROVIDER_load(libctx, "default");
+        if (!l->dflt || !OSSL_PROVIDER_add_builtin(libctx, DS_PROVIDER_NAME, ds_prov_init)) {
                 r = -EIO;
+                goto finish;
+        }
+        l->ds = OSSL_PROVIDER_load(libctx, DS_PROVIDER_NAME);
+        if (!l->ds) {
+                r = -EIO;
+                goto finish;
+        }
+        l->next = loaded;
+        loaded = TAKE_PTR(l);
 finish:
+        if (l) {
+                if (l->dflt)
+                        OSSL_PROVIDER_unload(l->dflt);
+                free(l);
+        }
         pthread_mutex_unlock(&init_lock);
         return r;
 }

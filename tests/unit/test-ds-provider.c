@@ -343,6 +343,17 @@ Test(ds_provider, evp_signatures) {
                 cr_assert(digest_verify(d.plain, mds[i], RSA_PKCS1_PADDING, 0, NULL, msg, sizeof(msg), a, la));
         }
 
+        /* A duplicate still signs through the same DS key. */
+        {
+                _cleanup_(EVP_PKEY_freep) EVP_PKEY *dup = EVP_PKEY_dup(d.pkey);
+                cr_assert_not_null(dup);
+                cr_assert(ds_provider_pkey_is_ds(dup));
+                la = digest_sign(dup, "SHA256", RSA_PKCS1_PADDING, 0, NULL, msg, sizeof(msg), a, sizeof(a));
+                lb = digest_sign(d.plain, "SHA256", RSA_PKCS1_PADDING, 0, NULL, msg, sizeof(msg), b, sizeof(b));
+                cr_assert_eq(la, lb);
+                cr_assert_eq(memcmp(a, b, la), 0);
+        }
+
         /* PSS: random salt, so verify; each salt length rule, verified strictly. */
         static const struct {
                 const char *md, *mgf1;
