@@ -9,6 +9,7 @@
 #include "basic/esp-err.h"
 #include "basic/log.h"
 #include "basic/string-table.h"
+#include "nvs/nvs.h"
 #include "sim/device.h"
 #include "sim/esplog.h"
 #include "sim/keystore.h"
@@ -144,9 +145,20 @@ static int device_load(Device *d) {
                              d->identity.cert, d->identity.key, &d->ssl_ctx);
         if (r < 0)
                 return log_dev_error_errno(d->id, r, "Cannot set up TLS (certificate and DS key do not match?): %m");
-        r = settings_store_open(d->fd->dir, &d->settings_store);
+        const FleetConfig *fc = fleet_config(d->manager->fleet);
+        NvsXtsKeys keys;
+        if (fc->nvs_encryption) {
+                r = fleet_device_nvs_keys(d->fd, (unsigned) fc->nvs_key_block, &keys);
+                if (r < 0)
+                        return log_dev_error_errno(d->id, r, "Cannot derive the NVS encryption keys: %s",
+                                                   esp_err_to_name(r));
+        }
+        r = settings_store_open(d->fd->flash, d->fd->partitions, fc->nvs_encryption ? &keys : NULL,
+                                &d->settings_store);
+        explicit_bzero(&keys, sizeof keys);
         if (r < 0)
-                return log_dev_error_errno(d->id, r, "Cannot open the settings store: %m");
+                return log_dev_error_errno(d->id, r, "Cannot open the settings store (nvs partition): %s",
+                                           esp_err_to_name(r));
         return 0;
 }
 
@@ -351,7 +363,7 @@ static void enter_booting(Device *d) {
         }
         r = settings_load(d->settings_store, &d->settings);
         if (r < 0) {
-                log_dev_warning_errno(d->id, r, "Stored settings unreadable, using defaults: %m");
+                log_dev_warning_errno(d->id, r, "Stored settings unreadable (%s), using defaults", esp_err_to_name(r));
                 d->settings = (DeviceSettings) {};
         }
         /* secure_esp reads the interval at start-up only. */

@@ -1,27 +1,31 @@
 /* SPDX-License-Identifier: MIT */
-#include <inttypes.h>
-#include <stdio.h>
-
-#include "basic/fileio.h"
 #include "basic/macro.h"
-#include "basic/parse-util.h"
+#include "basic/esp-err.h"
+#include "flash/partition-table.h"
+#include "nvs/nvs.h"
 #include "sim/settings.h"
 
-/* File backing: "url=<url>\nuse_url=<0|1>\ninterval=<n>\n", mode 0600,
- * written with write_file_atomic() so a crash leaves the old or the new
- * settings, never a mix. */
 struct SettingsStore {
-        char *path;
+        FlashRegion region;             /* the nvs partition */
+        NvsXtsKeys keys;
+        bool encrypted;
 };
 
-int settings_store_open(const char *device_dir, SettingsStore **ret) {
-        SettingsStore *s = calloc(1, sizeof *s);
+int settings_store_open(Flash *flash, const PartitionTable *table, const NvsXtsKeys *keys, SettingsStore **ret) {
+        const Partition *p;
+        SettingsStore *s;
 
+        p = partition_table_find_by_name(table, "nvs")
+                ?: partition_table_find(table, PARTITION_TYPE_DATA, PARTITION_SUBTYPE_DATA_NVS);
+        if (!p)
+                return -ENOENT;
+        s = calloc(1, sizeof *s);
         if (!s)
                 return -ENOMEM;
-        if (asprintf(&s->path, "%s/settings", device_dir) < 0) {
-                free(s);
-                return -ENOMEM;
+        s->region = partition_region(flash, p);
+        if (keys) {
+                s->keys = *keys;
+                s->encrypted = true;
         }
         *ret = s;
         return 0;
@@ -29,60 +33,69 @@ int settings_store_open(const char *device_dir, SettingsStore **ret) {
 
 SettingsStore *settings_store_close(SettingsStore *s) {
         if (s) {
-                free(s->path);
+                explicit_bzero(&s->keys, sizeof s->keys);
                 free(s);
         }
         return NULL;
 }
 
+static int not_found_ok(int r) {
+        return r == -ESP_ERR_NVS_NOT_FOUND ? 0 : r;
+}
+
 int settings_load(SettingsStore *s, DeviceSettings *ret) {
-        _cleanup_free_ uint8_t *data = NULL;
         DeviceSettings d = {};
-        size_t size;
+        Nvs *nvs = NULL;
+        NvsHandle *h = NULL;
         int r;
 
         *ret = d;
-        r = read_full_file(s->path, 4096, &data, &size);
-        if (r == -ENOENT)
-                return 0;
+        r = nvs_open_region(&s->region, s->encrypted ? &s->keys : NULL, NVS_OPEN_READ_ONLY, &nvs);
         if (r < 0)
                 return r;
-        for (char *line = (char *) data, *next; line && *line; line = next) {
-                next = strchr(line, '\n');
-                if (next)
-                        *next++ = 0;
-                char *eq = strchr(line, '=');
-                if (!eq)
-                        return -EBADMSG;
-                *eq = 0;
-                const char *v = eq + 1;
-                uint32_t u;
-                if (streq(line, "url")) {
-                        if (strlen(v) > SETTINGS_URL_MAX)
-                                return -EBADMSG;
-                        snprintf(d.url, sizeof d.url, "%s", v);
-                } else if (streq(line, "use_url")) {
-                        if (safe_atou32(v, 10, &u) < 0 || u > 1)
-                                return -EBADMSG;
-                        d.use_url = (uint8_t) u;
-                } else if (streq(line, "interval")) {
-                        if (safe_atou32(v, 10, &u) < 0)
-                                return -EBADMSG;
-                        d.interval = u;
-                } else
-                        return -EBADMSG;
+        r = nvs_handle_open(nvs, SETTINGS_NAMESPACE, NVS_READONLY, &h);
+        if (r == -ESP_ERR_NVS_NOT_FOUND) { /* namespace never written */
+                nvs_close(nvs);
+                return 0;
         }
+        if (r >= 0) {
+                size_t len = sizeof d.url;
+                r = not_found_ok(nvs_get_str(h, "url", d.url, &len));
+                if (r < 0)
+                        d.url[0] = 0;
+        }
+        if (r >= 0)
+                r = not_found_ok(nvs_get_u8(h, "use_url", &d.use_url));
+        if (r >= 0)
+                r = not_found_ok(nvs_get_u32(h, "interval", &d.interval));
+        nvs_handle_close(h);
+        nvs_close(nvs);
+        if (r < 0)
+                return r;
+        if (d.use_url > 1)
+                d.use_url = 1;
         *ret = d;
         return 0;
 }
 
 int settings_save(SettingsStore *s, const DeviceSettings *set) {
-        char buf[512];
-        int n;
+        Nvs *nvs = NULL;
+        NvsHandle *h = NULL;
+        int r;
 
-        n = snprintf(buf, sizeof buf, "url=%s\nuse_url=%u\ninterval=%" PRIu32 "\n", set->url,
-                     (unsigned) set->use_url, set->interval);
-        if (n < 0 || (size_t) n >= sizeof buf)
-                return -EINVAL;
-        return write_file_atomic(s->path, buf, (size_t) n, 0600);
+        r = nvs_open_region(&s->region, s->encrypted ? &s->keys : NULL, 0, &nvs);
+        if (r < 0)
+                return r;
+        r = nvs_handle_open(nvs, SETTINGS_NAMESPACE, NVS_READWRITE, &h);
+        if (r >= 0)
+                r = nvs_set_str(h, "url", set->url);
+        if (r >= 0)
+                r = nvs_set_u8(h, "use_url", set->use_url);
+        if (r >= 0 && set->interval != 0)
+                r = nvs_set_u32(h, "interval", set->interval);
+        if (r >= 0)
+                r = nvs_commit(h);
+        nvs_handle_close(h);
+        nvs_close(nvs);
+        return r;
 }

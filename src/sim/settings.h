@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Device settings as secure_esp keeps them (NVS namespace "secure_esp",
- * keys url, use_url, interval), behind one small interface. The backing is a
- * small per-device file (devices/<id>/settings) until the daemon moves onto
- * the device's nvs partition (src/nvs); callers never see the difference. */
+/* Device settings as secure_esp keeps them: NVS namespace "secure_esp",
+ * keys url (string), use_url (u8), interval (u32), in the device's `nvs`
+ * partition inside its flash image (src/nvs), encrypted when the fleet uses
+ * NVS encryption. Callers see only this interface. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,13 +22,19 @@ typedef struct DeviceSettings {
 } DeviceSettings;
 
 typedef struct SettingsStore SettingsStore;
+typedef struct Flash Flash;
+typedef struct PartitionTable PartitionTable;
+typedef struct NvsXtsKeys NvsXtsKeys;
 
-/* Opens the store of one device; `device_dir` is FLEET/devices/<id>. */
-int settings_store_open(const char *device_dir, SettingsStore **ret);
+/* Opens the store of one device: its flash and partition table (borrowed,
+ * must outlive the store) and, for an encrypted NVS, its XTS keys (copied;
+ * NULL = plaintext). -ENOENT when the table has no nvs partition. */
+int settings_store_open(Flash *flash, const PartitionTable *table, const NvsXtsKeys *keys, SettingsStore **ret);
 SettingsStore *settings_store_close(SettingsStore *s);
 
-/* Reads the settings; keys never written keep their zero values. A corrupt
- * store gives -EBADMSG and zero values. */
+/* Reads the settings; keys never written keep their zero values. Errors are
+ * -ESP_ERR_NVS_* (esp_err_to_name() names them), with zero values. */
 int settings_load(SettingsStore *s, DeviceSettings *ret);
-/* Writes the settings atomically (all keys or none). */
+/* Writes the three keys and commits (ESP-IDF semantics: each key is
+ * written before its old entry is erased, so a power cut keeps either). */
 int settings_save(SettingsStore *s, const DeviceSettings *set);
