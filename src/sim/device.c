@@ -9,7 +9,11 @@
 #include "basic/esp-err.h"
 #include "basic/log.h"
 #include "basic/string-table.h"
+#include "dsemu/efuse.h"
+#include "image/app-image.h"
 #include "nvs/nvs.h"
+#include "ota/boot.h"
+#include "ota/ota-session.h"
 #include "sim/device.h"
 #include "sim/esplog.h"
 #include "sim/keystore.h"
@@ -48,7 +52,7 @@ struct Device {
         SettingsStore *settings_store;
         DeviceSettings settings;        /* as stored */
         uint32_t interval_effective;    /* the interval read at boot (secure_esp: after restart) */
-        char version[32];
+        char version[33];               /* esp_app_desc_t.version */
 
         uint64_t boot_usec;             /* CLOCK_MONOTONIC at the last reset */
         Backoff backoff;
@@ -58,7 +62,13 @@ struct Device {
         bool ever_online;
         double temperature, humidity;
 
-        uint64_t msgs_in_done, msgs_out_done; /* of clients already gone */
+        BootResult boot;                /* the last boot_run(): running app, log lines */
+        bool boot_ok;
+        char **pending;                 /* ESP-IDF lines to publish once online */
+        size_t n_pending;
+        sd_event_source *confirm_timer; /* PENDING_VERIFY app must reach the broker in time */
+        sd_event_source *ota_timer;     /* periodic OTA every `interval` s */
+        OtaSession *ota;
 };
 
 static void device_enter_state(Device *d, DeviceState s);
@@ -90,6 +100,49 @@ static void device_esp_log(Device *d, EspLogLevel level, const char *tag, const 
         if (topic_expand(cfg(d)->log_topic, d->id, topic, sizeof topic) < 0)
                 return;
         (void) mqtt_client_publish(d->client, topic, line, (size_t) n, (int) cfg(d)->qos, false);
+}
+
+/* Keeps a preformatted line for the log topic until the device is online
+ * (the bootloader's lines, a rollback notice). */
+static void device_queue_line(Device *d, const char *line) {
+        char **n;
+
+        if (d->n_pending >= 64)
+                return;
+        n = realloc(d->pending, (d->n_pending + 1) * sizeof(char *));
+        if (!n)
+                return;
+        d->pending = n;
+        d->pending[d->n_pending] = strdup(line);
+        if (d->pending[d->n_pending])
+                d->n_pending++;
+}
+
+static void device_queue_esp(Device *d, EspLogLevel level, const char *tag, const char *fmt, ...) _printf_(4, 5);
+static void device_queue_esp(Device *d, EspLogLevel level, const char *tag, const char *fmt, ...) {
+        char line[512];
+        va_list ap;
+
+        va_start(ap, fmt);
+        int n = esp_log_vformat(line, sizeof line, level, ms_since_boot(d), tag, fmt, ap);
+        va_end(ap);
+        if (n >= 0)
+                device_queue_line(d, line);
+}
+
+static void device_flush_pending(Device *d) {
+        char topic[TOPIC_MAX];
+        bool ok = topic_expand(cfg(d)->log_topic, d->id, topic, sizeof topic) >= 0;
+
+        for (size_t i = 0; i < d->n_pending; i++) {
+                if (ok && d->client)
+                        (void) mqtt_client_publish(d->client, topic, d->pending[i], strlen(d->pending[i]),
+                                                   (int) cfg(d)->qos, false);
+                free(d->pending[i]);
+        }
+        free(d->pending);
+        d->pending = NULL;
+        d->n_pending = 0;
 }
 
 static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdata);
@@ -164,6 +217,8 @@ static int device_load(Device *d) {
 
 /* ---- MQTT callbacks ---------------------------------------------------- */
 
+static void device_start_ota(Device *d, bool broadcast);
+
 static void handle_command(Device *d, DeviceCommand c, bool broadcast, const void *payload, size_t len) {
         const char *name = device_command_to_string(c);
         char reason[256] = "";
@@ -181,9 +236,8 @@ static void handle_command(Device *d, DeviceCommand c, bool broadcast, const voi
                 r = payload_parse_interval(payload, len, &s.interval, reason, sizeof reason);
                 break;
         case DEVICE_COMMAND_RUN:
-                device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: OTA is not available in this build");
-                log_dev_notice(d->id, "Command %s%s: OTA is not available in this build", name,
-                               broadcast ? " (broadcast)" : "");
+                log_dev_info(d->id, "Command %s%s accepted", name, broadcast ? " (broadcast)" : "");
+                device_start_ota(d, broadcast);
                 return;
         case DEVICE_COMMAND_RESTART:
                 device_esp_log(d, ESP_LOG_INFO, "secure_esp", "restart: Restarting now");
@@ -351,6 +405,218 @@ static void telemetry_arm(Device *d, bool on) {
         (void) sd_event_source_set_enabled(d->telemetry_timer, SD_EVENT_ONESHOT);
 }
 
+
+/* ---- OTA (esp-formats.md §8, src/ota) ------------------------------------ */
+
+static void ota_log(OtaSession *o, char level, const char *tag, const char *message, void *userdata) {
+        Device *d = userdata;
+        EspLogLevel l = level == 'E' ? ESP_LOG_ERROR : level == 'W' ? ESP_LOG_WARN : ESP_LOG_INFO;
+
+        device_esp_log(d, l, tag, "%s", message);
+}
+
+static int ota_free_deferred(sd_event_source *s, void *userdata) {
+        Device *d = userdata;
+
+        if (d->ota && ota_session_state(d->ota) >= OTA_SESSION_DONE)
+                d->ota = ota_session_free(d->ota);
+        sd_event_source_disable_unref(s);
+        return 0;
+}
+
+static void ota_outcome(OtaSession *o, const OtaOutcome *out, void *userdata) {
+        Device *d = userdata;
+
+        if (out->ok) {
+                log_dev_info(d->id, "OTA: %s written to ota_%d (%" PRIu64 " bytes, %u request(s)), rebooting",
+                             strna(out->new_version), out->new_slot, out->bytes, out->attempts);
+                d->ota = NULL;
+                ota_session_free(o);
+                if (d->state == DEVICE_ONLINE || d->state == DEVICE_NO_CONNECT)
+                        device_enter_state(d, DEVICE_RESTARTING);
+                return;
+        }
+        log_dev_warning(d->id, "OTA failed: %s (%s) after %u request(s)", out->message ?: "",
+                        esp_err_to_name(out->error), out->attempts);
+        /* freeing the session from its own callback is allowed, but keep
+         * the pointer valid until we are out of it */
+        (void) sd_event_add_defer(d->manager->event, NULL, ota_free_deferred, d);
+}
+
+static void device_start_ota(Device *d, bool broadcast) {
+        const char *url;
+        int r;
+
+        if (d->ota && ota_session_state(d->ota) < OTA_SESSION_DONE) {
+                device_esp_log(d, ESP_LOG_WARN, "secure_esp", "update/run: an update is already running");
+                return;
+        }
+        d->ota = ota_session_free(d->ota);
+        if (d->settings.use_url) {
+                if (!d->settings.url[0]) {
+                        device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: use_url is 1 but no url is stored");
+                        log_dev_warning(d->id, "OTA not started: use_url = 1 but no URL is stored");
+                        return;
+                }
+                url = d->settings.url;
+        } else {
+                url = cfg(d)->ota_default_url;
+                if (!url || !*url) {
+                        device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: no firmware upgrade URL configured");
+                        log_dev_warning(d->id, "OTA not started: ota.default_url is not set and use_url = 0");
+                        return;
+                }
+        }
+        HttpClient *http = manager_http(d->manager);
+        if (!http) {
+                device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: HTTP client unavailable");
+                return;
+        }
+        const FleetConfig *fc = fleet_config(d->manager->fleet);
+        OtaSessionOptions o = {
+                .url = url,
+                .ca_file = d->manager->ca_path,
+                .device_id = d->id,
+                .chip_id = streq(fc->chip, "esp32s3") ? ESP_CHIP_ID_ESP32S3 : ESP_CHIP_ID_ESP32C3,
+                .allow_equal_version = cfg(d)->ota_allow_equal_version,
+                .signed_apps_no_secure_boot = fc->signed_apps_no_secure_boot,
+                .start_jitter_usec = broadcast ? (uint64_t) cfg(d)->ota_start_jitter_ms * 1000 : 0,
+        };
+        OtaSessionCallbacks cb = { .log = ota_log, .outcome = ota_outcome };
+        r = ota_session_new(d->manager->event, http, d->fd->flash, d->fd->partitions, d->fd->efuse, &d->boot.app,
+                            &o, &cb, d, &d->ota);
+        if (r >= 0)
+                r = ota_session_start(d->ota);
+        if (r < 0) {
+                d->ota = ota_session_free(d->ota);
+                device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: cannot start: %s", esp_err_to_name(r));
+                log_dev_error_errno(d->id, r, "OTA: cannot start: %s", esp_err_to_name(r));
+        }
+}
+
+static int ota_interval_handler(sd_event_source *s, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+
+        if (d->state == DEVICE_ONLINE)
+                device_start_ota(d, false);
+        (void) sd_event_source_set_time(s, usec + (uint64_t) d->interval_effective * 1000000);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* secure_esp runs its update routine every `interval` seconds, once the
+ * device restarted with an interval set over MQTT. */
+static void ota_interval_arm(Device *d, bool on) {
+        uint64_t usec = (uint64_t) d->interval_effective * 1000000;
+
+        if (!on || d->settings.interval == 0) {
+                if (d->ota_timer)
+                        (void) sd_event_source_set_enabled(d->ota_timer, SD_EVENT_OFF);
+                return;
+        }
+        if (!d->ota_timer) {
+                if (sd_event_add_time_relative(d->manager->event, &d->ota_timer, CLOCK_MONOTONIC, usec, 1000000,
+                                               ota_interval_handler, d) < 0)
+                        return;
+        } else if (sd_event_source_get_enabled(d->ota_timer, NULL) > 0)
+                return; /* already counting */
+        else
+                (void) sd_event_source_set_time_relative(d->ota_timer, usec);
+        (void) sd_event_source_set_enabled(d->ota_timer, SD_EVENT_ONESHOT);
+}
+
+/* ---- boot, rollback ------------------------------------------------------ */
+
+static void save_efuse(Device *d) {
+        char path[4096];
+
+        snprintf(path, sizeof path, "%s/%s", d->fd->dir, FLEET_DEVICE_EFUSE_FILE);
+        int r = efuse_save(d->fd->efuse, path);
+        if (r < 0)
+                log_dev_error_errno(d->id, r, "Cannot save the eFuse file: %m");
+}
+
+static BootOptions boot_options(Device *d) {
+        return (BootOptions) {
+                .signed_apps_no_secure_boot = fleet_config(d->manager->fleet)->signed_apps_no_secure_boot,
+        };
+}
+
+static int confirm_handler(sd_event_source *s, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+        BootOptions bo = boot_options(d);
+        int r;
+
+        if (!d->boot_ok || d->boot.app.ota_state != OTA_IMG_PENDING_VERIFY)
+                return 0;
+        log_dev_warning(d->id, "App %s did not reach the broker within %u s, rolling back", d->version,
+                        cfg(d)->ota_confirm_timeout_s);
+        r = boot_mark_app_invalid_rollback(d->fd->flash, d->fd->partitions, d->fd->efuse, &d->boot.app, &bo);
+        if (r < 0) {
+                log_dev_error_errno(d->id, r, "Rollback refused: %s", esp_err_to_name(r));
+                device_queue_esp(d, ESP_LOG_ERROR, "esp_ota_ops", "Rollback failed: %s", esp_err_to_name(r));
+                return 0;
+        }
+        device_queue_esp(d, ESP_LOG_ERROR, "esp_ota_ops", "App %s not confirmed within %u s: marked invalid, rolling back",
+                         d->version, cfg(d)->ota_confirm_timeout_s);
+        device_enter_state(d, DEVICE_RESTARTING);
+        return 0;
+}
+
+/* Runs the bootloader (boot.h) as a reset does. 0, or negative when no app boots. */
+static int device_boot(Device *d) {
+        BootOptions bo = boot_options(d);
+        int r;
+
+        boot_result_done(&d->boot);
+        d->boot_ok = false;
+        r = boot_run(d->fd->flash, d->fd->partitions, d->fd->efuse, &bo, &d->boot);
+        for (size_t i = 0; i < d->boot.n_log; i++)
+                device_queue_line(d, d->boot.log[i]);
+        if (d->boot.efuse_changed)
+                save_efuse(d);
+        if (r < 0)
+                return log_dev_error_errno(d->id, r, "No app boots: %s", esp_err_to_name(r));
+        d->boot_ok = true;
+        snprintf(d->version, sizeof d->version, "%s", d->boot.app.desc.version);
+        log_dev_debug(d->id, "Booted %s from ota_%d (%s)%s", d->version, d->boot.app.slot,
+                      strna(ota_img_state_to_string(d->boot.app.ota_state)), d->boot.rolled_back ? ", rolled back" : "");
+        if (d->boot.rolled_back)
+                log_dev_warning(d->id, "Boot fell back to ota_%d (%s)", d->boot.app.slot, d->version);
+        if (d->boot.app.ota_state == OTA_IMG_PENDING_VERIFY) {
+                uint64_t usec = (uint64_t) cfg(d)->ota_confirm_timeout_s * 1000000;
+                if (!d->confirm_timer)
+                        r = sd_event_add_time_relative(d->manager->event, &d->confirm_timer, CLOCK_MONOTONIC, usec,
+                                                       100000, confirm_handler, d);
+                else
+                        r = sd_event_source_set_time_relative(d->confirm_timer, usec);
+                if (r >= 0)
+                        (void) sd_event_source_set_enabled(d->confirm_timer, SD_EVENT_ONESHOT);
+        } else if (d->confirm_timer)
+                (void) sd_event_source_set_enabled(d->confirm_timer, SD_EVENT_OFF);
+        return 0;
+}
+
+static void device_confirm_app(Device *d) {
+        bool efuse_changed = false;
+        int r;
+
+        if (!d->boot_ok || d->boot.app.ota_state != OTA_IMG_PENDING_VERIFY)
+                return;
+        r = boot_mark_app_valid(d->fd->flash, d->fd->partitions, d->fd->efuse, &d->boot.app, &efuse_changed);
+        if (r < 0) {
+                log_dev_error_errno(d->id, r, "Cannot mark the app valid: %s", esp_err_to_name(r));
+                return;
+        }
+        d->boot.app.ota_state = OTA_IMG_VALID;
+        if (efuse_changed)
+                save_efuse(d);
+        if (d->confirm_timer)
+                (void) sd_event_source_set_enabled(d->confirm_timer, SD_EVENT_OFF);
+        device_esp_log(d, ESP_LOG_INFO, "esp_ota_ops", "App %s marked valid, rollback cancelled", d->version);
+        log_dev_info(d->id, "App %s confirmed on the broker: marked valid", d->version);
+}
+
 /* ---- states ------------------------------------------------------------- */
 
 static void enter_booting(Device *d) {
@@ -368,7 +634,11 @@ static void enter_booting(Device *d) {
         }
         /* secure_esp reads the interval at start-up only. */
         d->interval_effective = d->settings.interval ?: cfg(d)->default_interval_s;
-        snprintf(d->version, sizeof d->version, "%s", fleet_config(d->manager->fleet)->firmware_version);
+        d->ota = ota_session_free(d->ota);
+        if (device_boot(d) < 0) {
+                device_enter_state(d, DEVICE_FAILED);
+                return;
+        }
         if (!d->client) {
                 MqttCallbacks cb = { .on_connect = on_connect, .on_disconnect = on_disconnect, .on_message = on_message };
                 r = mqtt_client_new(d->manager->mqtt, d->id, d->ssl_ctx, &cb, d, &d->client);
@@ -421,12 +691,14 @@ static void enter_online(Device *d) {
         backoff_reset(&d->backoff);
         subscribe_all(d);
         publish_status(d, true);
-        device_esp_log(d, ESP_LOG_INFO, "boot", "Loaded app from partition at offset 0x10000");
+        device_flush_pending(d);
         device_esp_log(d, ESP_LOG_INFO, "secure_esp", "Running firmware version: %s", d->version);
         device_esp_log(d, ESP_LOG_INFO, "mqtt", "MQTT_EVENT_CONNECTED");
         device_esp_log(d, ESP_LOG_INFO, "secure_esp", "interval=%" PRIu32 " use_url=%u url='%s'",
                        d->interval_effective, d->settings.use_url, d->settings.url);
+        device_confirm_app(d);
         telemetry_arm(d, true);
+        ota_interval_arm(d, true);
 }
 
 static void enter_backoff(Device *d) {
@@ -438,6 +710,7 @@ static void enter_backoff(Device *d) {
 
 static void enter_restarting(Device *d) {
         telemetry_arm(d, false);
+        ota_interval_arm(d, false);
         if (!d->client || !mqtt_client_is_connected(d->client)) {
                 device_enter_state(d, DEVICE_BOOTING);
                 return;
@@ -449,6 +722,10 @@ static void enter_restarting(Device *d) {
 
 static void enter_stopping(Device *d) {
         telemetry_arm(d, false);
+        ota_interval_arm(d, false);
+        d->ota = ota_session_free(d->ota);
+        if (d->confirm_timer)
+                (void) sd_event_source_set_enabled(d->confirm_timer, SD_EVENT_OFF);
         if (!d->client || !mqtt_client_is_connected(d->client)) {
                 if (d->client)
                         mqtt_client_abort(d->client);
@@ -510,6 +787,13 @@ static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdat
 
         switch (d->state) {
         case DEVICE_BOOTING:
+                if (d->boot.app.behaviour == APP_BEHAVIOUR_NO_CONNECT) {
+                        log_dev_warning(d->id, "Running %s, a no-connect firmware: it never reaches the broker", d->version);
+                        device_enter_state(d, DEVICE_NO_CONNECT);
+                        break;
+                }
+                device_enter_state(d, DEVICE_CONNECTING);
+                break;
         case DEVICE_BACKOFF:
                 device_enter_state(d, DEVICE_CONNECTING);
                 break;
@@ -563,6 +847,13 @@ Device *device_free(Device *d) {
                 return NULL;
         sd_event_source_disable_unref(d->timer);
         sd_event_source_disable_unref(d->telemetry_timer);
+        sd_event_source_disable_unref(d->confirm_timer);
+        sd_event_source_disable_unref(d->ota_timer);
+        ota_session_free(d->ota);
+        boot_result_done(&d->boot);
+        for (size_t i = 0; i < d->n_pending; i++)
+                free(d->pending[i]);
+        free(d->pending);
         mqtt_client_free(d->client);
         SSL_CTX_free(d->ssl_ctx);
         device_identity_done(&d->identity);

@@ -8,6 +8,7 @@
 #include "sim/backoff.h"
 #include "sim/device.h"
 #include "sim/manager.h"
+#include "transport/http.h"
 #include "transport/mqtt.h"
 
 struct Manager {
@@ -29,6 +30,9 @@ struct Manager {
         Rng rng;
         size_t bind_next;               /* round-robin over broker.bind_addresses */
 
+        HttpClient *http;               /* OTA downloads, created on first use */
+        char *ca_path;                  /* FLEET/ca.crt */
+
         bool stopping;
         void (*stop_done)(Manager *m, void *userdata);
         void *stop_userdata;
@@ -38,3 +42,5 @@ uint64_t manager_now(Manager *m);
 /* Called by a device whenever its state changes (shutdown accounting). */
 void manager_device_changed(Manager *m, Device *d);
 const char *manager_next_bind_address(Manager *m);
+/* The worker's HTTPS client (libcurl multi on the loop); NULL on failure. */
+HttpClient *manager_http(Manager *m);

@@ -31,6 +31,19 @@ const char *manager_next_bind_address(Manager *m) {
         return b[m->bind_next++ % n];
 }
 
+HttpClient *manager_http(Manager *m) {
+        int r;
+
+        if (m->http)
+                return m->http;
+        r = http_client_new(m->event, &m->http);
+        if (r < 0) {
+                log_error_errno(r, "Cannot create the HTTPS client: %m");
+                return NULL;
+        }
+        return m->http;
+}
+
 static void manager_rates(Manager *m) {
         double share = m->config.connect_rate_max / m->n_workers;
         token_bucket_set_rate(&m->connect_bucket, share, MAX(1.0, share / 10), manager_now(m));
@@ -100,6 +113,11 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
         token_bucket_init(&m->connect_bucket, 1, 1, manager_now(m));
         manager_rates(m);
 
+        if (asprintf(&m->ca_path, "%s/%s", fleet_path(fleet), FLEET_CA_FILE) < 0) {
+                m->ca_path = NULL;
+                r = -ENOMEM;
+                goto fail;
+        }
         r = keystore_load_ca(fleet_path(fleet), &m->ca_store, err, errlen);
         if (r < 0)
                 goto fail;
@@ -139,6 +157,8 @@ Manager *manager_free(Manager *m) {
                 device_free(m->devices[i]);
         free(m->devices);
         sd_event_source_disable_unref(m->ramp_timer);
+        http_client_free(m->http);
+        free(m->ca_path);
         mqtt_loop_free(m->mqtt);
         X509_STORE_free(m->ca_store);
         daemon_config_done(&m->config);
