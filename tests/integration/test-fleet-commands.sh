@@ -32,10 +32,10 @@ for id in "${ids[@]}"; do
         grep -qE "^/esp/$id/log I \([0-9]+\) secure_esp: update/use_url: saved 1" "$T/log.out" || fail "$id: no use_url answer"
 done
 
-# run: OTA is reserved for its own issue until it lands
-mqtt_pub "$T/pki" "/esp/$one/update/run" ""
-wait_count 10 "$T/log.out" "^/esp/$one/log E \([0-9]+\) secure_esp: update/run: OTA is not available" 1 \
-        || fail "update/run was not answered"
+# run with use_url = 1 and no stored URL (ids[1]) is refused with a reason
+mqtt_pub "$T/pki" "/esp/${ids[1]}/update/run" ""
+wait_count 10 "$T/log.out" "^/esp/${ids[1]}/log E \([0-9]+\) secure_esp: update/run: use_url is 1 but no url is stored" 1 \
+        || fail "update/run without a URL was not answered"
 
 # every accepted command is in the daemon log with the device id
 grep -q "$one.*Command update/url accepted" "$T/espfleetd.log" || fail "daemon log lacks the accepted url command"
