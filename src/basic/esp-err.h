@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stddef.h>
+
 /* ESP-IDF error codes, so device logs speak ESP-IDF (esp_err.h and the
  * component headers named below). Our functions return negative values:
  * -errno (< 0x100) or -ESP_ERR_* (>= 0x101). esp_err_to_name() names both. */
