@@ -6,17 +6,6 @@
 #include "basic/macro.h"
 #include "cli/cli.h"
 
-/* Weak while the verbs land one by one: a verb whose file is not built yet
- * says so instead of failing to link. */
-#pragma weak verb_pki
-#pragma weak verb_provision
-#pragma weak verb_efuse
-#pragma weak verb_nvs
-#pragma weak verb_partition_table
-#pragma weak verb_image
-#pragma weak verb_flash
-#pragma weak verb_device
-
 static const struct {
         const char *name;
         int (*run)(int argc, char **argv);
@@ -55,10 +44,6 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
                 if (!streq(verbs[i].name, argv[1]))
                         continue;
-                if (!verbs[i].run) {
-                        log_error("'%s' is not built into this espfleet.", argv[1]);
-                        return 1;
-                }
                 return verbs[i].run(argc - 1, argv + 1);
         }
         log_error("Unknown verb '%s'. Run 'espfleet --help' for the list.", argv[1]);
