@@ -55,19 +55,106 @@ ota_run() {
         fail "no 'Starting OTA' line after $topic"
 }
 
-# ota_expect_refused ID REGEX: the OTA of ID fails with a line matching REGEX,
-# and the device keeps running its version (no reboot into ota_1).
+# ota_expect_refused ID REGEX [VERSION]: the OTA of ID fails with a line
+# matching REGEX (final: the session ended), the daemon logs the outcome,
+# and the device keeps running VERSION (default 1.0.0) per its retained
+# status. The scripts also check otadata once the daemon is stopped.
 ota_expect_refused() {
-        local id=$1 re=$2
+        local id=$1 re=$2 version=${3:-1.0.0}
         wait_count 60 "$T/log.out" "^/esp/$id/log E \([0-9]+\) esp_https_ota: ESP_HTTPS_OTA upgrade failed: $re" 1 \
                 || fail "$id: no 'upgrade failed: $re' line"
-        sleep 1
-        if grep -qE "^/esp/$id/log .*upgrade successful" "$T/log.out"; then
-                fail "$id: a refused image was accepted"
-        fi
+        grep -qE "$id: OTA from '.*' failed: " "$T/espfleetd.log" || fail "$id: no outcome line in the daemon log"
+        ota_expect_status "$id" online "$version"
+}
+
+# ota_expect_status ID STATE VERSION: the last retained status of ID.
+ota_expect_status() {
+        local id=$1 state=$2 version=$3 last
+        last=$(grep -E "^/esp/$id/status " "$T/log.out" | tail -n 1)
+        [ "$last" = "/esp/$id/status {\"state\":\"$state\",\"version\":\"$version\"}" ] \
+                || fail "$id: last status is '$last', expected $state/$version"
+}
+
+# ota_expect_installed ID VERSION [TIMEOUT]: the daemon's per-device outcome
+# line, the reboot into VERSION (bootloader lines, verified signature), the
+# new app back on the broker and marked valid, and the retained status.
+ota_expect_installed() {
+        local id=$1 version=$2 timeout=${3:-60}
+        wait_count "$timeout" "$T/espfleetd.log" "$id: OTA from '.*' done: version $version in ota_[01] " 1 \
+                || fail "$id: no 'OTA … done: version $version' outcome line in the daemon log"
+        wait_count 30 "$T/log.out" "^/esp/$id/log I \([0-9]+\) boot: App version: $version " 1 \
+                || fail "$id: did not reboot into $version"
+        wait_count 30 "$T/log.out" "^/esp/$id/log I \([0-9]+\) esp_ota_ops: App $version marked valid, rollback cancelled" 1 \
+                || fail "$id: $version was not marked valid on the broker"
+        ota_expect_status "$id" online "$version"
 }
 
 # ota_otadata ID: 'espfleet flash info' of a device (otadata part), daemon stopped.
 ota_otadata() {
         "$ESPFLEET" flash info "$T/fleet/devices/$1" 2>&1 | sed -n '/^otadata/,/selected/p'
+}
+
+# ota_selected ID: "<slot> <state>" of the otadata entry the bootloader selects
+# (from 'espfleet flash info'; the daemon must be stopped), e.g. "1 ESP_OTA_IMG_VALID".
+ota_selected() {
+        local info entry slot
+        info=$("$ESPFLEET" flash info "$T/fleet/devices/$1") || fail "espfleet flash info $1"
+        entry=$(sed -nE 's/^ *selected: entry ([01]) -> ota_([0-9]+).*/\1 \2/p' <<<"$info")
+        [ -n "$entry" ] || { echo "$info" >&2; fail "$1: no otadata selection in 'flash info'"; }
+        slot=${entry#* }
+        entry=${entry% *}
+        echo "$slot $(sed -nE "s/^ *entry $entry: seq [0-9]+, state ([A-Z_]+).*/\1/p" <<<"$info")"
+}
+
+# ota_expect_selected ID SLOT STATE: e.g. ota_expect_selected esp-1 1 ESP_OTA_IMG_VALID
+ota_expect_selected() {
+        local got
+        got=$(ota_selected "$1")
+        [ "$got" = "$2 $3" ] || fail "$1: otadata selects '$got', expected '$2 $3'"
+}
+
+# ota_set_url ID URL: the device's own URL in NVS (update/url + use_url = 1).
+ota_set_url() {
+        local id=$1 url=$2
+        local n
+        n=$(count_lines "$T/log.out" "^/esp/$id/log .*use_url")
+        mqtt_pub "$T/pki" "/esp/$id/update/url" "$url"
+        mqtt_pub "$T/pki" "/esp/$id/update/use_url" 1
+        wait_count 10 "$T/log.out" "^/esp/$id/log .*use_url" $((n + 1)) || fail "$id: use_url not acknowledged"
+}
+
+# ota_nginx PKI DOCROOT PORT [EXTRA http{} DIRECTIVES...] -> NGINX_PID: nginx
+# over TLS on a given port (so that a test can restart it there), with an
+# access log of status, range and bytes sent in $T/nginx-access.log.
+ota_nginx() {
+        local pki=$1 root=$2 port=$3; shift 3
+        local d
+        mkdir -p "$T/nginx-$port"
+        {
+                echo "daemon off;"
+                echo "worker_processes 2;"
+                echo "pid $T/nginx-$port/nginx.pid;"
+                echo "error_log $T/nginx.log warn;"
+                echo "events { worker_connections 8192; }"
+                echo "http {"
+                echo "    log_format ota '\$status \"\$http_range\" \$body_bytes_sent';"
+                echo "    access_log $T/nginx-access.log ota;"
+                for d in client_body proxy fastcgi uwsgi scgi; do
+                        echo "    ${d}_temp_path $T/nginx-$port/$d;"
+                done
+                echo "    default_type application/octet-stream;"
+                echo "    sendfile on;"
+                for d in "$@"; do echo "    $d"; done
+                echo "    server {"
+                echo "        listen 127.0.0.1:$port ssl;"
+                echo "        ssl_certificate $pki/$PKI_OTA_CERT;"
+                echo "        ssl_certificate_key $pki/$PKI_OTA_KEY;"
+                echo "        root $root;"
+                echo "    }"
+                echo "}"
+        } >"$T/nginx-$port/nginx.conf"
+        nginx -c "$T/nginx-$port/nginx.conf" >>"$T/nginx.log" 2>&1 &
+        NGINX_PID=$!
+        _PIDS+=("$NGINX_PID")
+        wait_for 10 port_open "$port" || fail "nginx did not listen on $port"
 }
