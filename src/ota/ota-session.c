@@ -44,7 +44,10 @@ struct OtaSession {
         bool resumed;                    /* this attempt asked for a Range */
         bool desc_seen;
         int writer_error;                /* the image was refused (final) */
-        int64_t total_len;               /* image length from the headers, -1 unknown */
+        int64_t total_len;               /* whole body length from HTTP (Content-Length of a 200,
+                                          * Content-Range total of a 206), -1 unknown */
+        int64_t body_end;                /* where this attempt's body must end (offset + Content-Length),
+                                          * -1 when the server sent no length (HTTP/1.0, s_server -WWW) */
         int last_decile;                 /* last 10 % step reported */
         uint64_t bytes;                  /* bytes received, all attempts */
         char new_version[33];
@@ -183,6 +186,12 @@ static int on_http_headers(HttpTransfer *t, const HttpResponseInfo *info, void *
         ota_session_enter_state(s, OTA_SESSION_DOWNLOADING);
         if (info->total_length > 0)
                 s->total_len = info->total_length;
+        if (info->content_length >= 0)
+                s->body_end = (int64_t) ota_writer_written(s->writer) + info->content_length;
+        else if (info->status == 206 && info->total_length > 0)
+                s->body_end = info->total_length;
+        else
+                s->body_end = -1;
         if (s->attempts == 1)
                 session_event(s, OTA_EVENT_CONNECTED, 0);
         if (s->resumed)
@@ -191,19 +200,54 @@ static int on_http_headers(HttpTransfer *t, const HttpResponseInfo *info, void *
         return 0;
 }
 
-static void session_progress(OtaSession *s) {
-        uint64_t done = ota_writer_written(s->writer);
-        int decile;
+/* The size to count percentages against: the HTTP length when the server
+ * sent one; otherwise (s_server -WWW: HTTP/1.0, no Content-Length) the image's
+ * own length once its last segment header was parsed, plus the signature
+ * sector when this device requires one. `estimated` is set in the latter case:
+ * the image may still carry bytes we did not expect (a signature sector on a
+ * device that does not check it), so such a total never reaches 100 % before
+ * the body has ended. */
+static int64_t session_total(OtaSession *s, bool *estimated) {
+        uint64_t image_len = ota_writer_image_len(s->writer);
+        bool need_sig = efuse_secure_boot_enabled(s->efuse) || s->opts.signed_apps_no_secure_boot;
 
-        if (s->total_len <= 0)
-                return;
-        decile = (int) MIN((uint64_t) 10, done * 10 / (uint64_t) s->total_len);
-        if (decile <= s->last_decile)
-                return;
+        *estimated = false;
+        if (s->total_len > 0)
+                return s->total_len;
+        if (image_len == 0)
+                return -1;
+        *estimated = true;
+        return (int64_t) (need_sig ? ALIGN_TO(image_len, SBV2_SECTOR_SIZE) + SBV2_SECTOR_SIZE : image_len);
+}
+
+static void session_progress_report(OtaSession *s, uint64_t done, int64_t total, int decile) {
         s->last_decile = decile;
         session_event(s, OTA_EVENT_WRITE_FLASH, (int64_t) done);
-        session_log(s, 'I', "esp_https_ota", "Image bytes written: %" PRIu64 " of %" PRId64 " (%d %%)", done,
-                    s->total_len, decile * 10);
+        session_log(s, 'I', "esp_https_ota", "Image bytes written: %" PRIu64 " of %" PRId64 " (%d %%)", done, total,
+                    decile * 10);
+}
+
+static void session_progress(OtaSession *s) {
+        uint64_t done = ota_writer_written(s->writer);
+        bool estimated;
+        int64_t total = session_total(s, &estimated);
+        int decile;
+
+        if (total <= 0)
+                return;
+        decile = (int) MIN((uint64_t) (estimated ? 9 : 10), done * 10 / (uint64_t) total);
+        if (decile <= s->last_decile)
+                return;
+        session_progress_report(s, done, total, decile);
+}
+
+/* The body ended and is complete: whatever the total was (or was not), the
+ * last progress line says 100 %. */
+static void session_progress_end(OtaSession *s) {
+        uint64_t done = ota_writer_written(s->writer);
+
+        if (s->last_decile < 10)
+                session_progress_report(s, done, (int64_t) done, 10);
 }
 
 static int on_http_data(HttpTransfer *t, const void *data, size_t size, void *userdata) {
@@ -235,21 +279,27 @@ static int on_http_data(HttpTransfer *t, const void *data, size_t size, void *us
         return 0;
 }
 
-/* s_server -WWW speaks HTTP/1.0 without a length: a cut looks like a clean
- * end. An image shorter than its own headers say is a cut download. */
-static bool session_truncated(OtaSession *s) {
-        uint64_t written = ota_writer_written(s->writer), image_len = ota_writer_image_len(s->writer);
-        bool need_sig = efuse_secure_boot_enabled(s->efuse) || s->opts.signed_apps_no_secure_boot;
-
-        if (s->total_len > 0 && written < (uint64_t) s->total_len)
-                return true;
-        if (!ota_writer_have_desc(s->writer))
-                return written > 0 && written < APP_IMAGE_PEEK_LEN && s->total_len > (int64_t) written;
-        if (image_len == 0 || written < image_len)
-                return true;
-        if (need_sig && written < ALIGN_TO(image_len, SBV2_SECTOR_SIZE) + SBV2_SECTOR_SIZE)
-                return true;
-        return false;
+/* Where does the body end? (§8, esp_https_ota_perform)
+ *
+ * - With a length (Content-Length, or the Content-Range of a 206), fewer
+ *   bytes than announced is a cut download: resume it. curl normally reports
+ *   that itself (CURLE_PARTIAL_FILE); this catches anything that slips past.
+ * - Without one (`openssl s_server -WWW` answers HTTP/1.0 and closes), the
+ *   body ends at EOF. esp_https_ota reads until esp_http_client_read()
+ *   returns 0 and treats it as a lost connection only when the socket
+ *   reported an error (ENOTCONN, ECONNRESET, ECONNABORTED); a clean EOF is the
+ *   end of the image, and esp_https_ota_finish() → esp_ota_end() verifies
+ *   what arrived. So do we: a transfer that ended with an error is a cut
+ *   (retried, resumed with Range), whatever the image headers say; a clean
+ *   EOF goes to verification even when the image is incomplete by its own
+ *   headers (truncated in a segment, before its hash, or without the
+ *   signature sector that this device requires), which then fails with
+ *   ESP_ERR_OTA_VALIDATE_FAILED and leaves the slot unbootable. We do not
+ *   guess "cut" from the image layout: an unsigned image and a cut signed one
+ *   look alike at that point, and retrying an unsigned image only ends in a
+ *   misleading ESP_ERR_HTTP_CONNECTION_CLOSED. */
+static bool session_body_short(OtaSession *s) {
+        return s->body_end >= 0 && ota_writer_written(s->writer) < (uint64_t) s->body_end;
 }
 
 static void session_verify(OtaSession *s) {
@@ -280,11 +330,12 @@ static void on_http_done(HttpTransfer *t, int result, const char *message, void 
         OtaSession *s = userdata;
 
         s->transfer = NULL;
-        if (result == 0 && session_truncated(s)) {
+        if (result == 0 && session_body_short(s)) {
                 result = -ESP_ERR_HTTP_CONNECTION_CLOSED;
-                message = "the connection closed before the end of the image";
+                message = "the connection closed before the announced end of the body";
         }
         if (result == 0) {
+                session_progress_end(s);
                 session_verify(s);
                 return;
         }
@@ -355,7 +406,10 @@ static void session_attempt(OtaSession *s) {
                 }
         }
         s->resumed = offset > 0;
-        s->last_decile = s->total_len > 0 ? (int) (offset * 10 / (uint64_t) s->total_len) : 0;
+        s->body_end = -1;
+        /* a resumed download goes on from the percentage it had reached */
+        if (offset == 0)
+                s->last_decile = 0;
         s->attempts++;
 
         ota_session_enter_state(s, OTA_SESSION_CONNECTING);
@@ -445,6 +499,7 @@ int ota_session_new(sd_event *event, HttpClient *http, Flash *flash, const Parti
                 s->cb = *cb;
         s->userdata = userdata;
         s->total_len = -1;
+        s->body_end = -1;
         s->state = OTA_SESSION_IDLE;
         *ret = s;
         return 0;

@@ -14,6 +14,13 @@
  * flash; a server that does not answer 206 gets one more try from 0. Image
  * refusals (chip, version, secure version, validation) are final.
  *
+ * End of body (§8): with a Content-Length (or Content-Range), fewer bytes is
+ * a cut download (retried, resumed); without one (s_server -WWW, HTTP/1.0) a
+ * clean EOF ends the image and it is verified as it is, while a transfer that
+ * ended with an error is a cut. Progress: "(N %)" every 10 % against the HTTP
+ * length, or the image's own length once its segments are parsed, and always
+ * a final "(100 %)" line when the body is complete.
+ *
  * Usage from the device (src/sim/device.c), on /esp/update/run:
  *
  *   OtaSessionOptions o = { .url = url, .ca_file = ca, .chip_id = 5, … };

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "basic/fileio.h"
+#include "basic/parse-util.h"
 #include "ota-fixture.h"
 #include "ota/ota-session.h"
 
@@ -301,4 +302,276 @@ Test(ota_session, resumes_with_range_on_nginx) {
         cr_assert_eq(boot_run(dev.flash, dev.table, dev.efuse, NULL, &running), 0);
         cr_assert_eq(running.app.slot, 1);
         cr_assert_str_eq(running.app.desc.version, "2.0.0");
+}
+
+/* ---- end of body, progress (esp-formats.md §8) ------------------------- */
+
+static bool slot_erased_head(unsigned slot) {
+        FlashRegion r = slot_region(&dev, slot);
+        uint8_t b[16];
+
+        cr_assert_eq(flash_region_read(&r, 0, b, sizeof b), 0);
+        for (size_t i = 0; i < sizeof b; i++)
+                if (b[i] != 0xFF)
+                        return false;
+        return true;
+}
+
+static void expect_still_running_1_0_0(void) {
+        boot_result_done(&running);
+        cr_assert_eq(boot_run(dev.flash, dev.table, dev.efuse, NULL, &running), 0);
+        cr_assert_eq(running.app.slot, 0);
+        cr_assert_str_eq(running.app.desc.version, "1.0.0");
+}
+
+static size_t count_str(const char *hay, const char *needle) {
+        size_t n = 0;
+
+        for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+                n++;
+        return n;
+}
+
+Test(ota_session, unsigned_image_on_s_server_fails_validation_once) {
+        /* HTTP/1.0 without Content-Length: the body ends at EOF after the
+         * image's hash; that is the whole image, not a cut download */
+        Run r = {};
+
+        start_s_server();
+        serve("unsigned.bin", &(ImageSpec) { .version = "1.1.0", .size = 100000 });
+        run_ota("unsigned.bin", (OtaSessionOptions) { .max_retries = 2, .retry_base_usec = 10000 }, &r);
+        cr_assert_eq(r.outcome.error, -ESP_ERR_OTA_VALIDATE_FAILED, "%s: %s\n%s", esp_err_to_name(r.outcome.error),
+                     r.message, r.log);
+        cr_assert_not_null(strstr(r.message, "not signed"), "%s", r.message);
+        cr_assert_eq(r.outcome.attempts, 1, "a complete body is not retried\n%s", r.log);
+        cr_assert_null(strstr(r.log, "Resuming"), "%s", r.log);
+        cr_assert(slot_erased_head(1), "the refused image must not stay bootable");
+        expect_still_running_1_0_0();
+}
+
+Test(ota_session, truncated_file_on_s_server_is_verified_not_retried) {
+        /* a clean EOF inside a segment: verified as it is → the image error */
+        _cleanup_free_ uint8_t *img = NULL;
+        char path[256];
+        size_t len;
+        Run r = {};
+
+        start_s_server();
+        make_image(&(ImageSpec) { .version = "1.1.0", .key = key_a, .size = 100000 }, &img, &len);
+        snprintf(path, sizeof path, "%s/www/short.bin", srv);
+        cr_assert_eq(write_file_atomic(path, img, 50000, 0644), 0);
+        run_ota("short.bin", (OtaSessionOptions) { .max_retries = 2, .retry_base_usec = 10000 }, &r);
+        cr_assert_eq(r.outcome.error, -ESP_ERR_OTA_VALIDATE_FAILED, "%s: %s\n%s", esp_err_to_name(r.outcome.error),
+                     r.message, r.log);
+        cr_assert_not_null(strstr(r.message, "truncated image"), "%s", r.message);
+        cr_assert_eq(r.outcome.attempts, 1, "%s", r.log);
+        cr_assert_eq(r.outcome.bytes, 50000);
+        cr_assert(slot_erased_head(1));
+        expect_still_running_1_0_0();
+}
+
+Test(ota_session, progress_without_content_length_ends_at_100) {
+        _cleanup_free_ uint8_t *img = NULL;
+        char path[256], line[128];
+        const char *last;
+        size_t len;
+        Run r = {};
+
+        start_s_server();
+        make_image(&(ImageSpec) { .version = "1.1.0", .key = key_a, .size = 200000 }, &img, &len);
+        snprintf(path, sizeof path, "%s/www/fw.bin", srv);
+        cr_assert_eq(write_file_atomic(path, img, len, 0644), 0);
+        run_ota("fw.bin", (OtaSessionOptions) {}, &r);
+        cr_assert(r.outcome.ok, "%s: %s\n%s", esp_err_to_name(r.outcome.error), r.message, r.log);
+        cr_assert_eq(count_str(r.log, "(100 %)"), 1, "%s", r.log);
+        cr_assert_geq(r.write_flash_events, 1);
+        /* the 100 % line counts every byte, and comes before the validation */
+        snprintf(line, sizeof line, "Image bytes written: %zu of %zu (100 %%)", len, len);
+        last = strstr(r.log, line);
+        cr_assert_not_null(last, "no '%s' in\n%s", line, r.log);
+        cr_assert_not_null(strstr(last, "Image validated"), "%s", r.log);
+}
+
+/* A scripted plain-HTTP server (a forked child): connection i is answered as
+ * script[i] says, so that the end of a body can be controlled exactly. The
+ * request lines and Range headers it saw go to <srv>/requests. */
+typedef struct FakeReply {
+        bool content_length;     /* send Content-Length (HTTP/1.1), else HTTP/1.0 until EOF */
+        bool honour_range;       /* answer "Range: bytes=N-" with 206 */
+        size_t cut_after;        /* stop after this many body bytes (0 = the whole rest) */
+        bool reset;              /* end with a TCP RST instead of a FIN */
+} FakeReply;
+
+static void fake_serve_one(int fd, const uint8_t *img, size_t len, const FakeReply *f, FILE *log) {
+        char req[4096] = "", head[512];
+        size_t n = 0, start = 0, body;
+        const char *range;
+        ssize_t k;
+
+        while (n < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+                k = read(fd, req + n, sizeof req - 1 - n);
+                if (k <= 0)
+                        return;
+                n += (size_t) k;
+                req[n] = 0;
+        }
+        range = strcasestr(req, "\r\nRange: bytes=");
+        if (range) {
+                uint64_t v;
+                char num[32];
+                size_t i = 0;
+
+                range += strlen("\r\nRange: bytes=");
+                while (i < sizeof num - 1 && range[i] >= '0' && range[i] <= '9') {
+                        num[i] = range[i];
+                        i++;
+                }
+                num[i] = 0;
+                fprintf(log, "range %s\n", num);
+                if (f->honour_range && safe_atou64(num, 10, &v) >= 0 && v < len)
+                        start = (size_t) v;
+        } else
+                fprintf(log, "full\n");
+        fflush(log);
+
+        if (start > 0)
+                snprintf(head, sizeof head,
+                         "HTTP/1.1 206 Partial Content\r\nContent-Length: %zu\r\nContent-Range: bytes %zu-%zu/%zu\r\n"
+                         "Connection: close\r\n\r\n", len - start, start, len - 1, len);
+        else if (f->content_length)
+                snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", len);
+        else
+                snprintf(head, sizeof head, "HTTP/1.0 200 ok\r\nContent-type: application/octet-stream\r\n\r\n");
+        body = len - start;
+        if (f->cut_after > 0)
+                body = MIN(body, f->cut_after);
+        if (write(fd, head, strlen(head)) < 0)
+                return;
+        for (size_t off = 0; off < body; off += (size_t) k) {
+                k = write(fd, img + start + off, body - off);
+                if (k <= 0)
+                        return;
+        }
+        if (f->reset) {
+                /* give the client the bytes, then reset instead of closing */
+                usleep(200000);
+                (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger) { .l_onoff = 1, .l_linger = 0 },
+                                  sizeof(struct linger));
+        } else
+                shutdown(fd, SHUT_WR);
+}
+
+static void start_fake_http(const uint8_t *img, size_t len, const FakeReply *script, size_t n) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                 .sin_port = htons(port) };
+        int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+        cr_assert(lfd >= 0);
+        (void) setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &(int) { 1 }, sizeof(int));
+        cr_assert_eq(bind(lfd, (struct sockaddr *) &a, sizeof a), 0);
+        cr_assert_eq(listen(lfd, 8), 0);
+        server_pid = fork();
+        cr_assert(server_pid >= 0);
+        if (server_pid == 0) {
+                char path[256];
+                FILE *log;
+
+                snprintf(path, sizeof path, "%s/requests", srv);
+                log = fopen(path, "we");
+                if (!log)
+                        _exit(1);
+                for (size_t i = 0; i < n; i++) {
+                        int fd = accept(lfd, NULL, NULL);
+                        if (fd < 0)
+                                _exit(1);
+                        fake_serve_one(fd, img, len, &script[i], log);
+                        close(fd);
+                }
+                fclose(log);
+                _exit(0);
+        }
+        close(lfd);
+}
+
+static void run_plain(const char *file, OtaSessionOptions o, Run *r) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        HttpClient *http = NULL;
+        OtaSession *s = NULL;
+        char url[256];
+
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/%s", port, file);
+        o.url = url;
+        o.allow_plain_http = true;
+        o.chip_id = ESP_CHIP_ID_ESP32C3;
+        o.device_id = "esp-test01";
+        cr_assert_eq(sd_event_new(&e), 0);
+        cr_assert_eq(http_client_new(e, &http), 0);
+        cr_assert_eq(ota_session_new(e, http, dev.flash, dev.table, dev.efuse, &running.app, &o,
+                                     &(OtaSessionCallbacks) { .log = on_log, .event = on_event, .outcome = on_outcome },
+                                     r, &s), 0);
+        cr_assert_eq(ota_session_start(s), 0);
+        for (int i = 0; !r->done && i < 100000; i++)
+                cr_assert_geq(sd_event_run(e, 5 * 1000000ULL), 0);
+        cr_assert(r->done, "the OTA did not finish");
+        ota_session_free(s);
+        http_client_free(http);
+}
+
+static char *read_requests(void) {
+        char path[256];
+        char *text = NULL;
+
+        snprintf(path, sizeof path, "%s/requests", srv);
+        cr_assert_eq(read_full_file(path, 65536, (uint8_t **) &text, NULL), 0);
+        return text;
+}
+
+Test(ota_session, content_length_cut_resumes_with_range) {
+        _cleanup_free_ uint8_t *img = NULL;
+        _cleanup_free_ char *reqs = NULL;
+        size_t len;
+        Run r = {};
+
+        make_image(&(ImageSpec) { .version = "1.2.0", .key = key_a, .size = 120000 }, &img, &len);
+        start_fake_http(img, len,
+                        (const FakeReply[]) {
+                                { .content_length = true, .cut_after = 50000 },
+                                { .content_length = true, .honour_range = true },
+                        },
+                        2);
+        run_plain("fw.bin", (OtaSessionOptions) { .max_retries = 2, .retry_base_usec = 10000 }, &r);
+        cr_assert(r.outcome.ok, "%s: %s\n%s", esp_err_to_name(r.outcome.error), r.message, r.log);
+        cr_assert_eq(r.outcome.attempts, 2, "%s", r.log);
+        cr_assert_not_null(strstr(r.log, "ESP_ERR_HTTP_CONNECTION_CLOSED"), "%s", r.log);
+        cr_assert_not_null(strstr(r.log, "Resuming the download at byte"), "%s", r.log);
+        cr_assert_eq(count_str(r.log, "(100 %)"), 1, "%s", r.log);
+        reqs = read_requests();
+        cr_assert_not_null(strstr(reqs, "full\nrange "), "%s", reqs);
+        cr_assert_lt(r.outcome.bytes, 2 * len, "resumed, not restarted");
+
+        boot_result_done(&running);
+        cr_assert_eq(boot_run(dev.flash, dev.table, dev.efuse, NULL, &running), 0);
+        cr_assert_eq(running.app.slot, 1);
+        cr_assert_str_eq(running.app.desc.version, "1.2.0");
+}
+
+Test(ota_session, no_length_reset_is_a_cut_and_is_retried) {
+        /* HTTP/1.0 without a length, the connection reset mid-body: an error,
+         * so a cut; the server does not do Range, so the retry starts over */
+        _cleanup_free_ uint8_t *img = NULL;
+        size_t len;
+        Run r = {};
+
+        make_image(&(ImageSpec) { .version = "1.2.0", .key = key_a, .size = 120000 }, &img, &len);
+        start_fake_http(img, len,
+                        (const FakeReply[]) {
+                                { .cut_after = 50000, .reset = true },
+                                {},
+                                {},
+                        },
+                        3);
+        run_plain("fw.bin", (OtaSessionOptions) { .max_retries = 2, .retry_base_usec = 10000 }, &r);
+        cr_assert(r.outcome.ok, "%s: %s\n%s", esp_err_to_name(r.outcome.error), r.message, r.log);
+        cr_assert_geq(r.outcome.attempts, 2, "%s", r.log);
+        cr_assert_eq(count_str(r.log, "(100 %)"), 1, "%s", r.log);
 }
