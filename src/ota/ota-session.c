@@ -131,6 +131,10 @@ static void session_finish(OtaSession *s, int error, const char *fmt, ...) {
                 .attempts = s->attempts,
                 .bytes = s->bytes,
         };
+        if (error < 0 && s->writer)
+                /* esp_https_ota_abort(): whatever part of the image reached
+                 * the passive slot must not be bootable */
+                (void) ota_writer_abort(s->writer);
         s->writer = ota_writer_free(s->writer);
 
         if (error == 0) {
@@ -372,6 +376,10 @@ static void session_attempt(OtaSession *s) {
         /* resume where the last attempt's bytes on flash end (≥ 1,024) */
         if (s->writer && !s->range_refused && ota_writer_flashed(s->writer) >= APP_IMAGE_PEEK_LEN)
                 offset = ota_writer_flashed(s->writer);
+        if (s->writer && offset == 0)
+                /* starting over: the earlier bytes are abandoned; should this
+                 * attempt never write, they must not stay bootable either */
+                (void) ota_writer_abort(s->writer);
         s->writer = ota_writer_free(s->writer);
         s->writer_error = 0;
 
@@ -390,6 +398,7 @@ static void session_attempt(OtaSession *s) {
                 k = ota_writer_resume(s->writer, offset, err, sizeof err);
                 if (k < 0) {
                         session_log(s, 'W', "esp_https_ota", "Cannot resume: %s; restarting from byte 0", err);
+                        (void) ota_writer_abort(s->writer);
                         s->writer = ota_writer_free(s->writer);
                         k = ota_writer_new(s->flash, s->table, s->efuse, &s->running,
                                            &(OtaWriterOptions) {
@@ -510,6 +519,10 @@ OtaSession *ota_session_free(OtaSession *s) {
                 return NULL;
         http_transfer_cancel(s->transfer);
         sd_event_source_disable_unref(s->timer);
+        if (s->writer)
+                /* freed mid-download (device restart, daemon stop, cancel):
+                 * the partial image in the passive slot must not boot */
+                (void) ota_writer_abort(s->writer);
         ota_writer_free(s->writer);
         sd_event_unref(s->event);
         free(s->url);

@@ -124,7 +124,10 @@ typedef struct OtaSessionCallbacks {
 int ota_session_new(sd_event *event, HttpClient *http, Flash *flash, const PartitionTable *table, Efuse *efuse,
                     const BootApp *running, const OtaSessionOptions *o, const OtaSessionCallbacks *cb,
                     void *userdata, OtaSession **ret);
-/* Cancels whatever runs (no outcome callback). Accepts NULL, returns NULL. */
+/* Cancels whatever runs (no outcome callback); a partial image already in
+ * the passive slot is made unbootable (ota_writer_abort). May be called from
+ * the outcome callback, not from the log or event callbacks. Accepts NULL,
+ * returns NULL. */
 OtaSession *ota_session_free(OtaSession *s);
 
 /* IDLE -> WAITING/CONNECTING. -EBUSY if already started. Errors found before

@@ -42,6 +42,8 @@ struct OtaWriter {
         uint64_t written;               /* bytes accepted */
         uint64_t flashed;               /* bytes on flash */
         uint64_t erased_end;            /* [0, erased_end) of the target was erased by us */
+        bool boot_set;                  /* otadata selects the target: never erase it again */
+        bool dirty;                     /* the target holds bytes of this update (ours or resumed) */
         AppImageInfo info;              /* after finish */
 };
 
@@ -177,6 +179,7 @@ static int writer_flash(OtaWriter *w, const uint8_t *data, size_t len, char *err
                         return writer_fail(w, k, err, errlen, "flash erase at 0x%" PRIx64 " failed: %s",
                                            w->target.offset + w->erased_end, esp_err_to_name(k));
                 w->erased_end += FLASH_SECTOR_SIZE;
+                w->dirty = true;
         }
         k = flash_region_write(&w->target, (uint32_t) w->flashed, data, len);
         if (k < 0)
@@ -288,6 +291,9 @@ int ota_writer_resume(OtaWriter *w, uint64_t offset, char *err, size_t errlen) {
                 return writer_fail(w, -ESP_ERR_INVALID_STATE, err, errlen,
                                    "cannot resume at byte %" PRIu64 ": needs at least %d bytes already written",
                                    offset, APP_IMAGE_PEEK_LEN);
+
+        /* an earlier writer of this update wrote there */
+        w->dirty = true;
 
         buf = malloc(RESUME_READ_CHUNK);
         if (!buf)
@@ -413,7 +419,25 @@ int ota_writer_set_boot(OtaWriter *w, char *err, size_t errlen) {
         k = boot_set_boot_slot(w->flash, w->table, w->target_slot);
         if (k < 0)
                 return writer_fail(w, k, err, errlen, "cannot write otadata: %s", esp_err_to_name(k));
+        w->boot_set = true;
         return 0;
+}
+
+int ota_writer_abort(OtaWriter *w) {
+        int k = 0;
+
+        if (!w)
+                return -EINVAL;
+        if (w->boot_set)
+                return 0;
+        if (w->dirty)
+                k = flash_region_erase(&w->target, 0, FLASH_SECTOR_SIZE);
+        if (w->phase != OTA_WRITER_FAILED) {
+                w->phase = OTA_WRITER_FAILED;
+                w->error = -ESP_ERR_INVALID_STATE;
+                snprintf(w->error_message, sizeof w->error_message, "the update was aborted");
+        }
+        return k;
 }
 
 bool ota_writer_have_desc(const OtaWriter *w) {

@@ -77,3 +77,12 @@ uint64_t ota_writer_image_len(const OtaWriter *w);
 
 int ota_writer_finish(OtaWriter *w, char *err, size_t errlen);
 int ota_writer_set_boot(OtaWriter *w, char *err, size_t errlen);
+
+/* The update is given up (esp_ota_abort; a cancelled or failed download, a
+ * device restart or daemon stop mid-download): unless ota_writer_set_boot()
+ * succeeded, erases the target's first sector if this writer (or the one it
+ * resumed) put anything there, so that a partial image never looks like an
+ * app to the bootloader's fallback (§7.2 step 4). A target that was never
+ * touched (refused within the first 1,024 bytes) keeps what it held. The
+ * writer refuses further writes afterwards. Returns 0 or the erase error. */
+int ota_writer_abort(OtaWriter *w);

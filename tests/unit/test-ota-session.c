@@ -400,6 +400,7 @@ typedef struct FakeReply {
         bool honour_range;       /* answer "Range: bytes=N-" with 206 */
         size_t cut_after;        /* stop after this many body bytes (0 = the whole rest) */
         bool reset;              /* end with a TCP RST instead of a FIN */
+        unsigned stall_ms;       /* wait this long before ending the connection */
 } FakeReply;
 
 static void fake_serve_one(int fd, const uint8_t *img, size_t len, const FakeReply *f, FILE *log) {
@@ -452,6 +453,8 @@ static void fake_serve_one(int fd, const uint8_t *img, size_t len, const FakeRep
                 if (k <= 0)
                         return;
         }
+        if (f->stall_ms > 0)
+                usleep(f->stall_ms * 1000u);
         if (f->reset) {
                 /* give the client the bytes, then reset instead of closing */
                 usleep(200000);
@@ -574,4 +577,75 @@ Test(ota_session, no_length_reset_is_a_cut_and_is_retried) {
         cr_assert(r.outcome.ok, "%s: %s\n%s", esp_err_to_name(r.outcome.error), r.message, r.log);
         cr_assert_geq(r.outcome.attempts, 2, "%s", r.log);
         cr_assert_eq(count_str(r.log, "(100 %)"), 1, "%s", r.log);
+}
+
+static bool slot_blank_head(unsigned slot) {
+        return slot_erased_head(slot);
+}
+
+Test(ota_session, free_mid_download_cancels_and_leaves_the_slot_unbootable) {
+        /* what the device does when it restarts, or the daemon stops, while
+         * a download runs */
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        _cleanup_free_ uint8_t *img = NULL;
+        HttpClient *http = NULL;
+        OtaSession *s = NULL;
+        char url[256];
+        size_t len;
+        Run r = {};
+
+        make_image(&(ImageSpec) { .version = "1.2.0", .key = key_a, .size = 120000 }, &img, &len);
+        start_fake_http(img, len, (const FakeReply[]) { { .content_length = true, .cut_after = 40000, .stall_ms = 5000 } },
+                        1);
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/fw.bin", port);
+        cr_assert_eq(sd_event_new(&e), 0);
+        cr_assert_eq(http_client_new(e, &http), 0);
+        cr_assert_eq(ota_session_new(e, http, dev.flash, dev.table, dev.efuse, &running.app,
+                                     &(OtaSessionOptions) { .url = url, .allow_plain_http = true,
+                                                            .chip_id = ESP_CHIP_ID_ESP32C3 },
+                                     &(OtaSessionCallbacks) { .log = on_log, .event = on_event, .outcome = on_outcome },
+                                     &r, &s), 0);
+        cr_assert_eq(ota_session_start(s), 0);
+        for (int i = 0; !r.done && r.outcome.bytes == 0 && i < 10000; i++) {
+                cr_assert_geq(sd_event_run(e, 1000000ULL), 0);
+                if (strstr(r.log, "(30 %)"))
+                        break;
+        }
+        cr_assert_not_null(strstr(r.log, "(30 %)"), "%s", r.log);
+        cr_assert_eq(ota_session_state(s), OTA_SESSION_DOWNLOADING);
+        cr_assert(!slot_blank_head(1), "the new header is on flash");
+        cr_assert_eq(http_client_active(http), 1);
+
+        s = ota_session_free(s);
+        cr_assert(!r.done, "no outcome after free");
+        cr_assert_eq(http_client_active(http), 0);
+        cr_assert(slot_blank_head(1), "a partial image must not stay bootable");
+        /* the loop goes on without the session */
+        for (int i = 0; i < 5; i++)
+                cr_assert_geq(sd_event_run(e, 10000ULL), 0);
+        cr_assert(!r.done);
+        http_client_free(http);
+        expect_still_running_1_0_0();
+}
+
+Test(ota_session, giving_up_leaves_the_slot_unbootable) {
+        _cleanup_free_ uint8_t *img = NULL;
+        size_t len;
+        Run r = {};
+
+        make_image(&(ImageSpec) { .version = "1.2.0", .key = key_a, .size = 120000 }, &img, &len);
+        /* cut; then no Range support (restart from 0), then the server is gone */
+        start_fake_http(img, len,
+                        (const FakeReply[]) {
+                                { .content_length = true, .cut_after = 50000 },
+                                { .content_length = true, .cut_after = 10 },
+                        },
+                        2);
+        run_plain("fw.bin", (OtaSessionOptions) { .max_retries = 1, .retry_base_usec = 10000 }, &r);
+        cr_assert(!r.outcome.ok);
+        cr_assert_eq(r.outcome.error, -ESP_ERR_HTTP_CONNECT, "%s: %s\n%s", esp_err_to_name(r.outcome.error), r.message,
+                     r.log);
+        cr_assert_not_null(strstr(r.log, "restarting from byte 0"), "%s", r.log);
+        cr_assert(slot_blank_head(1));
+        expect_still_running_1_0_0();
 }

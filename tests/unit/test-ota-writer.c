@@ -290,3 +290,73 @@ Test(ota_writer, signed_apps_mode_trusts_the_running_key) {
         cr_assert_eq(ota(&(ImageSpec) { .version = "2.0.0", .secure_version = 1 }, &o, err, sizeof err), -ESP_ERR_OTA_VALIDATE_FAILED);
         cr_assert_eq(ota(&(ImageSpec) { .version = "2.0.0", .secure_version = 1, .key = key_a }, &o, err, sizeof err), 0, "%s", err);
 }
+
+Test(ota_writer, abort_mid_image_leaves_the_slot_unbootable) {
+        _cleanup_free_ uint8_t *img = NULL;
+        OtaWriter *w = NULL;
+        char err[256] = "";
+        size_t len;
+
+        make_image(&(ImageSpec) { .version = "1.1.0", .secure_version = 1, .key = key_a, .size = 60000 }, &img, &len);
+        cr_assert_eq(ota_writer_new(dev.flash, dev.table, dev.efuse, &running.app, &c3, &w, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(ota_writer_write(w, img, 30000, err, sizeof err), 0, "%s", err);
+        cr_assert(!slot_blank(1, 16), "the header is on flash");
+        cr_assert_eq(ota_writer_abort(w), 0);
+        cr_assert(slot_blank(1, 16));
+        cr_assert_lt(ota_writer_write(w, img + 30000, 100, err, sizeof err), 0, "no writes after abort");
+        ota_writer_free(w);
+        boot_device(NULL);
+        cr_assert_eq(running.app.slot, 0);
+}
+
+Test(ota_writer, abort_after_a_resume_erases_too) {
+        _cleanup_free_ uint8_t *img = NULL;
+        OtaWriter *w = NULL;
+        char err[256] = "";
+        size_t len;
+
+        make_image(&(ImageSpec) { .version = "1.1.0", .secure_version = 1, .key = key_a, .size = 60000 }, &img, &len);
+        cr_assert_eq(ota_writer_new(dev.flash, dev.table, dev.efuse, &running.app, &c3, &w, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(ota_writer_write(w, img, 20000, err, sizeof err), 0, "%s", err);
+        w = ota_writer_free(w);   /* a retry: the bytes stay for the resume */
+        cr_assert(!slot_blank(1, 16));
+        cr_assert_eq(ota_writer_new(dev.flash, dev.table, dev.efuse, &running.app, &c3, &w, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(ota_writer_resume(w, 20000, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(ota_writer_abort(w), 0);
+        cr_assert(slot_blank(1, 16));
+        ota_writer_free(w);
+}
+
+Test(ota_writer, abort_before_writing_keeps_the_old_app) {
+        /* refused in the first 1,024 bytes: the target was never touched, the
+         * previous app there (a rollback target) stays intact */
+        _cleanup_free_ uint8_t *img = NULL;
+        OtaWriter *w = NULL;
+        char err[256] = "";
+        size_t len;
+
+        put_image(&dev, 1, &(ImageSpec) { .version = "0.9.0", .secure_version = 1, .key = key_a });
+        make_image(&(ImageSpec) { .version = "1.1.0", .secure_version = 1, .key = key_a }, &img, &len);
+        cr_assert_eq(ota_writer_new(dev.flash, dev.table, dev.efuse, &running.app, &c3, &w, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(ota_writer_write(w, img, 500, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(ota_writer_abort(w), 0);
+        ota_writer_free(w);
+        cr_assert(!slot_blank(1, 16), "an untouched slot is not erased");
+}
+
+Test(ota_writer, abort_after_set_boot_is_a_no_op) {
+        _cleanup_free_ uint8_t *img = NULL;
+        OtaWriter *w = NULL;
+        char err[256] = "";
+        size_t len;
+
+        make_image(&(ImageSpec) { .version = "1.1.0", .secure_version = 1, .key = key_a }, &img, &len);
+        cr_assert_eq(ota_writer_new(dev.flash, dev.table, dev.efuse, &running.app, &c3, &w, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(stream(w, img, len, 4000, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(ota_writer_set_boot(w, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(ota_writer_abort(w), 0);
+        ota_writer_free(w);
+        boot_device(NULL);
+        cr_assert_eq(running.app.slot, 1);
+        cr_assert_str_eq(running.app.desc.version, "1.1.0");
+}
