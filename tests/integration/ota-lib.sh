@@ -29,12 +29,18 @@ ota_image() {
 }
 
 # ota_daemon URL [EXTRA CONFIG LINES...]: the daemon, devices online.
+# OTA_CONF: extra settings inside ota = { … } (e.g. "start_jitter_ms = 500;").
 ota_daemon() {
         local url=$1; shift
         write_conf "$T/espfleetd.conf" "$T/fleet" 'device = { boot_time_ms = 100; };' \
-                "ota = { default_url = \"$url\"; confirm_timeout = 5; };" "$@"
+                "ota = { default_url = \"$url\"; ${OTA_CONF:-confirm_timeout = 5;} };" "$@"
         start_daemon "$T/espfleetd.conf"
-        wait_count 90 "$T/log.out" 'MQTT_EVENT_CONNECTED' "${#OTA_IDS[@]}" || fail "devices did not come online"
+        local end=$((SECONDS + 90))
+        while [ "$(count_lines "$T/log.out" 'MQTT_EVENT_CONNECTED')" -lt "${#OTA_IDS[@]}" ]; do
+                kill -0 "$DAEMON_PID" 2>/dev/null || fail "espfleetd exited"
+                [ "$SECONDS" -lt "$end" ] || fail "devices did not come online"
+                sleep 0.3
+        done
 }
 
 # ota_run [ID]: /esp/update/run (broadcast without ID). Skips the scenario
