@@ -41,6 +41,7 @@ struct OtaSession {
         unsigned attempts;               /* requests made */
         unsigned retries;                /* retries used */
         bool range_refused;              /* the server does not do Range: restart from 0 */
+        bool restart;                    /* the next attempt starts from byte 0 (the image changed) */
         bool resumed;                    /* this attempt asked for a Range */
         bool desc_seen;
         int writer_error;                /* the image was refused (final) */
@@ -188,6 +189,17 @@ static int on_http_headers(HttpTransfer *t, const HttpResponseInfo *info, void *
         OtaSession *s = userdata;
 
         ota_session_enter_state(s, OTA_SESSION_DOWNLOADING);
+        if (s->resumed && s->total_len > 0 && info->total_length > 0 && info->total_length != s->total_len) {
+                /* a new file under the same URL since the last attempt: the
+                 * bytes on flash belong to another image; splicing the two
+                 * would only fail validation at the end */
+                snprintf(s->message, sizeof s->message,
+                         "the file on the server changed (%" PRId64 " bytes, was %" PRId64 ")", info->total_length,
+                         s->total_len);
+                s->total_len = info->total_length;
+                s->restart = true;
+                return -ESP_ERR_INVALID_SIZE;
+        }
         if (info->total_length > 0)
                 s->total_len = info->total_length;
         if (info->content_length >= 0)
@@ -351,6 +363,15 @@ static void on_http_done(HttpTransfer *t, int result, const char *message, void 
                 session_finish(s, s->writer_error, "%s", msg);
                 return;
         }
+        if (s->restart) {
+                /* counts as a retry, so that a server flipping between files
+                 * cannot keep us here */
+                char msg[sizeof s->message + 32];
+
+                snprintf(msg, sizeof msg, "%s; restarting from byte 0", s->message);
+                session_retry_or_fail(s, result, msg);
+                return;
+        }
         if (result == -ESP_ERR_HTTP_INVALID_TRANSPORT) {
                 session_finish(s, result, "%s", message);
                 return;
@@ -374,8 +395,9 @@ static void session_attempt(OtaSession *s) {
         int k;
 
         /* resume where the last attempt's bytes on flash end (≥ 1,024) */
-        if (s->writer && !s->range_refused && ota_writer_flashed(s->writer) >= APP_IMAGE_PEEK_LEN)
+        if (s->writer && !s->range_refused && !s->restart && ota_writer_flashed(s->writer) >= APP_IMAGE_PEEK_LEN)
                 offset = ota_writer_flashed(s->writer);
+        s->restart = false;
         if (s->writer && offset == 0)
                 /* starting over: the earlier bytes are abandoned; should this
                  * attempt never write, they must not stay bootable either */
@@ -417,8 +439,14 @@ static void session_attempt(OtaSession *s) {
         s->resumed = offset > 0;
         s->body_end = -1;
         /* a resumed download goes on from the percentage it had reached */
-        if (offset == 0)
+        if (offset == 0) {
                 s->last_decile = 0;
+                /* from byte 0 the descriptor is read (and reported) again: it
+                 * may be another image than last time */
+                s->desc_seen = false;
+                s->new_version[0] = 0;
+                s->new_secure_version = 0;
+        }
         s->attempts++;
 
         ota_session_enter_state(s, OTA_SESSION_CONNECTING);

@@ -401,7 +401,11 @@ typedef struct FakeReply {
         size_t cut_after;        /* stop after this many body bytes (0 = the whole rest) */
         bool reset;              /* end with a TCP RST instead of a FIN */
         unsigned stall_ms;       /* wait this long before ending the connection */
+        bool alt;                /* serve the other image (fake_alt) */
 } FakeReply;
+
+static const uint8_t *fake_alt;
+static size_t fake_alt_len;
 
 static void fake_serve_one(int fd, const uint8_t *img, size_t len, const FakeReply *f, FILE *log) {
         char req[4096] = "", head[512];
@@ -409,6 +413,10 @@ static void fake_serve_one(int fd, const uint8_t *img, size_t len, const FakeRep
         const char *range;
         ssize_t k;
 
+        if (f->alt) {
+                img = fake_alt;
+                len = fake_alt_len;
+        }
         while (n < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
                 k = read(fd, req + n, sizeof req - 1 - n);
                 if (k <= 0)
@@ -648,4 +656,36 @@ Test(ota_session, giving_up_leaves_the_slot_unbootable) {
         cr_assert_not_null(strstr(r.log, "restarting from byte 0"), "%s", r.log);
         cr_assert(slot_blank_head(1));
         expect_still_running_1_0_0();
+}
+
+Test(ota_session, resume_against_a_changed_file_restarts_from_zero) {
+        _cleanup_free_ uint8_t *img = NULL, *img2 = NULL;
+        _cleanup_free_ char *reqs = NULL;
+        size_t len, len2;
+        Run r = {};
+
+        make_image(&(ImageSpec) { .version = "1.2.0", .key = key_a, .size = 120000 }, &img, &len);
+        make_image(&(ImageSpec) { .version = "1.3.0", .key = key_a, .size = 90000 }, &img2, &len2);
+        cr_assert_neq(len, len2);
+        fake_alt = img2;
+        fake_alt_len = len2;
+        start_fake_http(img, len,
+                        (const FakeReply[]) {
+                                { .content_length = true, .cut_after = 50000 },
+                                { .content_length = true, .honour_range = true, .alt = true },
+                                { .content_length = true, .honour_range = true, .alt = true },
+                        },
+                        3);
+        run_plain("fw.bin", (OtaSessionOptions) { .max_retries = 2, .retry_base_usec = 10000 }, &r);
+        cr_assert(r.outcome.ok, "%s: %s\n%s", esp_err_to_name(r.outcome.error), r.message, r.log);
+        cr_assert_str_eq(r.version, "1.3.0");
+        cr_assert_eq(r.outcome.attempts, 3, "%s", r.log);
+        cr_assert_not_null(strstr(r.log, "the file on the server changed"), "%s", r.log);
+        reqs = read_requests();
+        cr_assert_not_null(strstr(reqs, "full\nrange 50000\nfull\n"), "%s", reqs);
+
+        boot_result_done(&running);
+        cr_assert_eq(boot_run(dev.flash, dev.table, dev.efuse, NULL, &running), 0);
+        cr_assert_eq(running.app.slot, 1);
+        cr_assert_str_eq(running.app.desc.version, "1.3.0");
 }
