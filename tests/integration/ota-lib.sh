@@ -164,3 +164,77 @@ ota_nginx() {
         _PIDS+=("$NGINX_PID")
         wait_for 10 port_open "$port" || fail "nginx did not listen on $port"
 }
+
+# ota_cut_server PKI DOCROOT CUT -> CUT_PORT: an HTTPS server (Python ssl) that
+# cuts the first full GET of each file after CUT body bytes (the TCP
+# connection just closes, no TLS close_notify) and answers Range requests
+# "bytes=N-" with 206. One line per request in $T/cut-server.requests:
+# "<path> range=<Range header or -> status=<code> sent=<body bytes>".
+ota_cut_server() {
+        local pki=$1 root=$2 cut=$3
+        CUT_PORT=$(free_port)
+        python3 - "$pki/$PKI_OTA_CERT" "$pki/$PKI_OTA_KEY" "$root" "$CUT_PORT" "$cut" \
+                "$T/cut-server.requests" >>"$T/cut-server.log" 2>&1 <<'PY' &
+import os, re, socket, ssl, sys
+cert, key, root, port, cut, reqlog = sys.argv[1:7]
+port, cut = int(port), int(cut)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = socket.create_server(("127.0.0.1", port))
+cut_done = set()
+def note(line):
+    with open(reqlog, "a") as f:
+        f.write(line + "\n")
+while True:
+    raw, _ = srv.accept()
+    try:
+        c = ctx.wrap_socket(raw, server_side=True)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            b = c.recv(4096)
+            if not b:
+                raise ConnectionError("no request")
+            head += b
+        lines = head.decode("latin-1").split("\r\n")
+        path = lines[0].split()[1]
+        hdrs = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:] if ":" in l}
+        fn = os.path.join(root, os.path.basename(path))
+        if not os.path.isfile(fn):
+            c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            note(f"{path} range=- status=404 sent=0")
+            c.close()
+            continue
+        data = open(fn, "rb").read()
+        rng = hdrs.get("range")
+        m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if m and int(m.group(1)) < len(data):
+            start = int(m.group(1))
+            body = data[start:]
+            c.sendall((f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(body)}\r\n"
+                       f"Content-Range: bytes {start}-{len(data) - 1}/{len(data)}\r\n"
+                       "Connection: close\r\n\r\n").encode())
+            c.sendall(body)
+            note(f"{path} range={rng} status=206 sent={len(body)}")
+            c.close()
+            continue
+        c.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode())
+        if path not in cut_done and cut < len(data):
+            cut_done.add(path)
+            c.sendall(data[:cut])
+            note(f"{path} range={rng or '-'} status=200 sent={cut} (cut)")
+            c.shutdown(socket.SHUT_RDWR)   # drop the connection mid-body: FIN, no close_notify
+            c.close()
+            continue
+        c.sendall(data)
+        note(f"{path} range={rng or '-'} status=200 sent={len(data)}")
+        c.close()
+    except (OSError, ConnectionError, ssl.SSLError) as e:
+        print("cut-server:", e, flush=True)
+        try:
+            raw.close()
+        except OSError:
+            pass
+PY
+        _PIDS+=("$!")
+        wait_for 10 port_open "$CUT_PORT" || fail "the cutting server did not listen"
+}
