@@ -78,8 +78,9 @@ tail -n +2 "$F/manifest.csv" | while IFS=, read -r idx id mac; do
         openssl x509 -in "$d/device.crt" -noout -text | grep -q "Public-Key: (2048 bit)" || fail "$id key size"
         # the same certificate sits in the esp_secure_cert partition (0x12000)
         openssl x509 -in "$d/device.crt" -outform PEM | head -n2 | tail -n1 >"$T/line"
-        dd if="$d/flash.bin" bs=4096 skip=$((0x12000 / 4096)) count=2 status=none | grep -aqF -f "$T/line" \
-                || fail "$id esp_secure_cert does not hold its certificate"
+        # (to a file first: `dd | grep -q` under pipefail fails whenever grep exits before dd)
+        dd if="$d/flash.bin" of="$T/secure_cert.bin" bs=4096 skip=$((0x12000 / 4096)) count=2 status=none
+        grep -aqF -f "$T/line" "$T/secure_cert.bin" || fail "$id esp_secure_cert does not hold its certificate"
         # BLOCK_KEY1 (eFuse block 5, file offset 24+24+3*32) holds the DS HMAC
         # key: QEMU's file keeps the real value, only software reads are hidden.
         key=$(od -An -tx1 -j$((48 + 3 * 32)) -N32 "$d/efuse.bin" | tr -d ' \n')
