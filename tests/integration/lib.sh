@@ -48,9 +48,10 @@ trap 'exit 130' INT TERM
 # match, the producer dies of SIGPIPE on its next write, and the pipeline
 # fails at random. In the tests, -q reads all of its input instead.
 grep() {
-        local args=() quiet=0 a
+        local args=() quiet=0 a opts=1
         for a in "$@"; do
-                if [[ $a == -[a-zA-Z]*q* ]]; then
+                [ "$a" = "--" ] && opts=0
+                if [ "$opts" -eq 1 ] && [[ $a =~ ^-[a-zA-Z]+$ && $a == *q* ]]; then
                         quiet=1
                         a=${a//q/}
                         [ "$a" = "-" ] && continue
