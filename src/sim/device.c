@@ -415,15 +415,6 @@ static void ota_log(OtaSession *o, char level, const char *tag, const char *mess
         device_esp_log(d, l, tag, "%s", message);
 }
 
-static int ota_free_deferred(sd_event_source *s, void *userdata) {
-        Device *d = userdata;
-
-        if (d->ota && ota_session_state(d->ota) >= OTA_SESSION_DONE)
-                d->ota = ota_session_free(d->ota);
-        sd_event_source_disable_unref(s);
-        return 0;
-}
-
 static void ota_outcome(OtaSession *o, const OtaOutcome *out, void *userdata) {
         Device *d = userdata;
 
@@ -438,9 +429,10 @@ static void ota_outcome(OtaSession *o, const OtaOutcome *out, void *userdata) {
         }
         log_dev_warning(d->id, "OTA failed: %s (%s) after %u request(s)", out->message ?: "",
                         esp_err_to_name(out->error), out->attempts);
-        /* freeing the session from its own callback is allowed, but keep
-         * the pointer valid until we are out of it */
-        (void) sd_event_add_defer(d->manager->event, NULL, ota_free_deferred, d);
+        /* ota-session.h allows freeing the session from its outcome callback;
+         * a deferred free would outlive the device if it is freed first */
+        d->ota = NULL;
+        ota_session_free(o);
 }
 
 static void device_start_ota(Device *d, bool broadcast) {
