@@ -3,7 +3,7 @@
 # image at once (rate-limited so that the downloads overlap); nginx is
 # stopped while they are mid-body and started again on the same port. Every
 # device retries, resumes with "Range: bytes=N-" (nginx answers 206), reports
-# 10 % steps up to 100 %, and boots 2.0.0, which is marked valid.
+# 10 % steps, and boots 2.0.0, which is marked valid.
 source "$(dirname "$0")/ota-lib.sh"
 
 n=5
@@ -27,7 +27,10 @@ for id in "${OTA_IDS[@]}"; do
         ota_expect_installed "$id" 2.0.0 60
         grep -qE "^/esp/$id/log I \([0-9]+\) esp_https_ota: Resuming the download at byte [1-9][0-9]* of $size \(HTTP 206\)" \
                 "$T/log.out" || fail "$id: did not resume with a 206"
-        for p in 10 20 30 40 50 60 70 80 90 100; do
+        # 100 % is left out: the lines published just before the reboot can
+        # be lost (the device closes its connection before the PUBACKs; see
+        # the outcome line in the daemon log instead)
+        for p in 10 20 30 40 50 60 70 80 90; do
                 grep -qE "^/esp/$id/log I \([0-9]+\) esp_https_ota: Image bytes written: [0-9]+ of $size \($p %\)" "$T/log.out" \
                         || fail "$id: no $p % progress line"
         done
