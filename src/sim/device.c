@@ -176,7 +176,12 @@ static void publish_status(Device *d, bool online) {
                 return;
         n = snprintf(payload, sizeof payload, "{\"state\":\"%s\",\"version\":\"%s\"}",
                      online ? "online" : "offline", d->version);
-        (void) mqtt_client_publish(d->client, topic, payload, (size_t) n, 1, true);
+        /* "offline" goes out right before DISCONNECT: QoS 0, because a QoS 1
+         * publish whose PUBACK is still in flight when the connection closes
+         * makes mosquitto < 2.0.22 log a bogus "disconnected due to out of
+         * memory" (eclipse-mosquitto/mosquitto#3253). TCP keeps the order, so
+         * the broker still stores it before it handles the DISCONNECT. */
+        (void) mqtt_client_publish(d->client, topic, payload, (size_t) n, online ? 1 : 0, true);
 }
 
 /* ---- loading ----------------------------------------------------------- */
