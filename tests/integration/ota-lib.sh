@@ -136,6 +136,10 @@ ota_nginx() {
         local pki=$1 root=$2 port=$3; shift 3
         local d
         mkdir -p "$T/nginx-$port"
+        # nginx's workers run as nobody: let them reach the docroot inside $T
+        # (mktemp -d makes it 0700); the files themselves stay as they are
+        chmod a+x "$T"
+        chmod a+rx "$root"
         {
                 echo "daemon off;"
                 echo "worker_processes 2;"
