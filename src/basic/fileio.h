@@ -13,6 +13,9 @@ int read_full_file(const char *path, size_t max_size, uint8_t **ret_data, size_t
  * fsync, rename. Secrets use mode 0600. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
 
+/* "a/b", malloc'ed; NULL when out of memory. */
+char *path_join(const char *a, const char *b);
+
 /* mkdir -p with the given mode for directories it creates. */
 int mkdir_p(const char *path, mode_t mode);
 

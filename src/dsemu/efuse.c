@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "basic/errmsg.h"
 #include "basic/esp-err.h"
 #include "basic/fileio.h"
 #include "basic/log.h"
@@ -297,30 +298,19 @@ static size_t block_file_offset(unsigned b) {
         return b == 0 ? 0 : b == 1 ? 24 : 48 + 32 * (b - 2);
 }
 
-_printf_(3, 4)
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-        va_list ap;
-
-        if (!err || errlen == 0)
-                return;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-}
-
 static int efuse_from_bytes_named(EspChip chip, const uint8_t *data, size_t len, const char *what,
                                   Efuse **ret, char *err, size_t errlen) {
         _cleanup_(efuse_freep) Efuse *e = NULL;
         int r;
 
         if (len != EFUSE_FILE_SIZE) {
-                set_err(err, errlen, "%s: eFuse file must be %d bytes (QEMU format), got %zu",
+                (void) errf(err, errlen, 0, "%s: eFuse file must be %d bytes (QEMU format), got %zu",
                         what, EFUSE_FILE_SIZE, len);
                 return -EBADMSG;
         }
         for (size_t i = EFUSE_FILE_USED; i < len; i++)
                 if (data[i]) {
-                        set_err(err, errlen,
+                        (void) errf(err, errlen, 0,
                                 "%s: byte %zu is 0x%02x, but bytes %d..%d of a QEMU eFuse file must be zero",
                                 what, i, data[i], EFUSE_FILE_USED, EFUSE_FILE_SIZE - 1);
                         return -EBADMSG;
@@ -339,7 +329,7 @@ static int efuse_from_bytes_named(EspChip chip, const uint8_t *data, size_t len,
         for (unsigned n = 0; n < EFUSE_KEY_BLOCKS; n++) {
                 unsigned p = (unsigned) bits_get(e->blocks[0], KEY_PURPOSE_START(n), 4);
                 if (!efuse_key_purpose_valid_for_chip(chip, (EfuseKeyPurpose) p)) {
-                        set_err(err, errlen, "%s: KEY_PURPOSE_%u holds %u, not a key purpose of %s",
+                        (void) errf(err, errlen, 0, "%s: KEY_PURPOSE_%u holds %u, not a key purpose of %s",
                                 what, n, p, esp_chip_to_string(chip));
                         return -EBADMSG;
                 }
@@ -364,12 +354,12 @@ int efuse_load(const char *path, EspChip chip, Efuse **ret, char *err, size_t er
                 return -EINVAL;
         r = read_full_file(path, EFUSE_FILE_SIZE, &data, &size);
         if (r == -EFBIG) {
-                set_err(err, errlen, "%s: eFuse file must be %d bytes (QEMU format), file is larger",
+                (void) errf(err, errlen, 0, "%s: eFuse file must be %d bytes (QEMU format), file is larger",
                         path, EFUSE_FILE_SIZE);
                 return -EBADMSG;
         }
         if (r < 0) {
-                set_err(err, errlen, "%s: cannot read eFuse file: %s", path, strerror(-r));
+                (void) errf(err, errlen, 0, "%s: cannot read eFuse file: %s", path, strerror(-r));
                 return r;
         }
         r = efuse_from_bytes_named(chip, data, size, path, ret, err, errlen);
@@ -522,12 +512,12 @@ static int burn_field(Efuse *e, const EfuseFieldInfo *f, uint64_t value, char *e
         uint8_t *blk = e->blocks[f->block];
 
         if (f->len > 64) {
-                set_err(err, errlen, "%s is %u bits wide; burn it with burn-key", f->name, f->len);
+                (void) errf(err, errlen, 0, "%s is %u bits wide; burn it with burn-key", f->name, f->len);
                 return -E2BIG;
         }
         max = f->len == 64 ? UINT64_MAX : (UINT64_C(1) << f->len) - 1;
         if (value > max) {
-                set_err(err, errlen, "%s is %u bits wide; value 0x%" PRIx64 " does not fit (max 0x%" PRIx64 ")",
+                (void) errf(err, errlen, 0, "%s is %u bits wide; value 0x%" PRIx64 " does not fit (max 0x%" PRIx64 ")",
                         f->name, f->len, value, max);
                 return -ERANGE;
         }
@@ -539,22 +529,22 @@ static int burn_field(Efuse *e, const EfuseFieldInfo *f, uint64_t value, char *e
                 return 0;
 
         if (wr_disabled(e, f->wr_dis_bit)) {
-                set_err(err, errlen, "%s is write-protected (WR_DIS bit %d is set)", f->name, f->wr_dis_bit);
+                (void) errf(err, errlen, 0, "%s is write-protected (WR_DIS bit %d is set)", f->name, f->wr_dis_bit);
                 return -EACCES;
         }
         if (old & ~value) {
-                set_err(err, errlen,
+                (void) errf(err, errlen, 0,
                         "%s: new value 0x%" PRIx64 " would clear burned bits of 0x%" PRIx64
                         " (eFuse bits only go 0 -> 1)", f->name, value, old);
                 return -EPERM;
         }
         if (f->type == EFUSE_FIELD_PURPOSE && !efuse_key_purpose_valid_for_chip(e->chip, (EfuseKeyPurpose) value)) {
-                set_err(err, errlen, "%s: %" PRIu64 " is not a key purpose of %s",
+                (void) errf(err, errlen, 0, "%s: %" PRIu64 " is not a key purpose of %s",
                         f->name, value, esp_chip_to_string(e->chip));
                 return -EINVAL;
         }
         if (f->type == EFUSE_FIELD_PURPOSE && f->start == KEY_PURPOSE_START(5) && purpose_is_xts((EfuseKeyPurpose) value)) {
-                set_err(err, errlen, "KEY_PURPOSE_5 cannot be an XTS_AES purpose (BLOCK_KEY5 hardware quirk)");
+                (void) errf(err, errlen, 0, "KEY_PURPOSE_5 cannot be an XTS_AES purpose (BLOCK_KEY5 hardware quirk)");
                 return -EINVAL;
         }
 
@@ -570,7 +560,7 @@ int efuse_burn_field_full(Efuse *e, const char *name, uint64_t value, char *err,
                 return -EINVAL;
         f = efuse_field_by_name(e->chip, name);
         if (!f) {
-                set_err(err, errlen, "'%s' is not an eFuse field of %s", name, esp_chip_to_string(e->chip));
+                (void) errf(err, errlen, 0, "'%s' is not an eFuse field of %s", name, esp_chip_to_string(e->chip));
                 return -ENOENT;
         }
         return burn_field(e, f, value, err, errlen);

@@ -7,6 +7,7 @@
 #include <openssl/pem.h>
 
 #include "basic/crc.h"
+#include "basic/errmsg.h"
 #include "basic/log.h"
 #include "basic/openssl-util.h"
 #include "dsemu/secure-cert.h"
@@ -161,17 +162,6 @@ SecureCert *secure_cert_free(SecureCert *c) {
         return NULL;
 }
 
-_printf_(3, 4)
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-        va_list ap;
-
-        if (!err || errlen == 0)
-                return;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-}
-
 static const char *type_name(uint8_t t, char *buf, size_t size) {
         const char *s = secure_cert_tlv_type_to_string(t);
         if (s)
@@ -204,7 +194,7 @@ int secure_cert_parse(const uint8_t *data, size_t size, SecureCert **ret, char *
                 char tn[16];
 
                 if (size - pos < tlv_total_len(len)) {
-                        set_err(err, errlen,
+                        (void) errf(err, errlen, 0,
                                 "esp_secure_cert: TLV %zu (%s) at offset %zu: length %zu runs past the partition end (%zu bytes)",
                                 c->n_tlvs, type_name(h[8], tn, sizeof(tn)), pos, len, size);
                         return -EBADMSG;
@@ -213,7 +203,7 @@ int secure_cert_parse(const uint8_t *data, size_t size, SecureCert **ret, char *
                 crc_stored = le32_read(h + body);
                 crc = esp_crc(h, body);
                 if (crc != crc_stored) {
-                        set_err(err, errlen,
+                        (void) errf(err, errlen, 0,
                                 "esp_secure_cert: TLV %zu (%s) at offset %zu: CRC mismatch (stored 0x%08x, computed 0x%08x)",
                                 c->n_tlvs, type_name(h[8], tn, sizeof(tn)), pos, crc_stored, crc);
                         return -EBADMSG;
@@ -236,9 +226,9 @@ int secure_cert_parse(const uint8_t *data, size_t size, SecureCert **ret, char *
 
         if (c->n_tlvs == 0) {
                 if (size >= 4 && le32_read(c->data) == 0xFFFFFFFFu)
-                        set_err(err, errlen, "esp_secure_cert: partition is erased (no TLV)");
+                        (void) errf(err, errlen, 0, "esp_secure_cert: partition is erased (no TLV)");
                 else
-                        set_err(err, errlen, "esp_secure_cert: no TLV magic 0xBA5EBA11 at offset 0 (found %02x %02x %02x %02x)",
+                        (void) errf(err, errlen, 0, "esp_secure_cert: no TLV magic 0xBA5EBA11 at offset 0 (found %02x %02x %02x %02x)",
                                 size > 0 ? c->data[0] : 0, size > 1 ? c->data[1] : 0,
                                 size > 2 ? c->data[2] : 0, size > 3 ? c->data[3] : 0);
                 return -ENODATA;
@@ -259,7 +249,7 @@ int secure_cert_read_region(const FlashRegion *r, SecureCert **ret, char *err, s
                 return -ENOMEM;
         k = flash_region_read(r, 0, buf, r->size);
         if (k < 0) {
-                set_err(err, errlen, "esp_secure_cert: cannot read %u bytes at flash offset 0x%x: %s",
+                (void) errf(err, errlen, 0, "esp_secure_cert: cannot read %u bytes at flash offset 0x%x: %s",
                         r->size, r->offset, strerror(-k));
                 return k;
         }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdarg.h>
 
+#include "basic/errmsg.h"
 #include "basic/macro.h"
 #include "basic/esp-err.h"
 #include "basic/openssl-util.h"
@@ -11,16 +12,6 @@
 #include "flash/partition-table.h"
 #include "fleet/fleet-dir.h"
 #include "nvs/nvs.h"
-
-_printf_(4, 5) static int errf(char *err, size_t errlen, int r, const char *fmt, ...) {
-        if (err && errlen > 0) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(err, errlen, fmt, ap);
-                va_end(ap);
-        }
-        return r;
-}
 
 FleetDevice *fleet_device_free(FleetDevice *d) {
         if (!d)

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "basic/fileio.h"
+#include "basic/errmsg.h"
 #include "basic/macro.h"
 #include "basic/parse-util.h"
 #include "fleet/fleet-dir.h"
@@ -21,23 +22,6 @@ struct Fleet {
         FleetDeviceEntry *devices;       /* sorted by index */
         size_t n_devices;
 };
-
-_printf_(4, 5) static int errf(char *err, size_t errlen, int r, const char *fmt, ...) {
-        if (err && errlen > 0) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(err, errlen, fmt, ap);
-                va_end(ap);
-        }
-        return r;
-}
-
-static char *path_join(const char *a, const char *b) {
-        char *p;
-        if (asprintf(&p, "%s/%s", a, b) < 0)
-                return NULL;
-        return p;
-}
 
 static bool file_exists(const char *path) {
         return access(path, F_OK) == 0;

@@ -11,6 +11,7 @@
 #include <openssl/x509v3.h>
 
 #include "basic/fileio.h"
+#include "basic/errmsg.h"
 #include "basic/macro.h"
 #include "basic/openssl-util.h"
 #include "fleet/pki.h"
@@ -21,23 +22,6 @@ struct Pki {
         EVP_PKEY *ca_key;
         EVP_PKEY *sb_key;
 };
-
-_printf_(4, 5) static int errf(char *err, size_t errlen, int r, const char *fmt, ...) {
-        if (err && errlen > 0) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(err, errlen, fmt, ap);
-                va_end(ap);
-        }
-        return r;
-}
-
-static char *path_join(const char *a, const char *b) {
-        char *p;
-        if (asprintf(&p, "%s/%s", a, b) < 0)
-                return NULL;
-        return p;
-}
 
 /* The last OpenSSL error as text, for messages. */
 static const char *ossl_error(char *buf, size_t size) {

@@ -14,6 +14,7 @@
 
 #include "basic/esp-err.h"
 #include "basic/fileio.h"
+#include "basic/errmsg.h"
 #include "basic/macro.h"
 #include "basic/openssl-util.h"
 #include "dsemu/ds.h"
@@ -32,23 +33,6 @@
 #define PARTITIONS_FILE "partitions.csv"
 #define SETTINGS_NAMESPACE "secure_esp"
 #define FIRMWARE_PROJECT "secure_esp"
-
-_printf_(4, 5) static int errf(char *err, size_t errlen, int r, const char *fmt, ...) {
-        if (err && errlen > 0) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(err, errlen, fmt, ap);
-                va_end(ap);
-        }
-        return r;
-}
-
-static char *path_join(const char *a, const char *b) {
-        char *p;
-        if (asprintf(&p, "%s/%s", a, b) < 0)
-                return NULL;
-        return p;
-}
 
 void provision_options_init(ProvisionOptions *o) {
         *o = (ProvisionOptions) {

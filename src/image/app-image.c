@@ -14,7 +14,7 @@
 #include "basic/openssl-util.h"
 #include "basic/string-table.h"
 #include "image/app-image.h"
-#include "image/image-util.h"
+#include "basic/errmsg.h"
 
 /* The espfleet behaviour marker at image offset 0x20 + 256 (where ESP-IDF
  * puts a custom app struct, esp-formats.md §5.3):
@@ -89,7 +89,7 @@ static int desc_decode(const uint8_t *d, AppDesc *ret, char *err, size_t errlen)
         uint32_t magic = le32_read(d);
 
         if (magic != APP_DESC_MAGIC)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                    "no app descriptor at offset 0x20 (magic 0x%08x, expected 0x%08x)",
                                    magic, APP_DESC_MAGIC);
         *ret = (AppDesc) {
@@ -119,7 +119,7 @@ static int marker_decode(const uint8_t *m, AppBehaviour *ret, char *err, size_t 
         }
         v = le32_read(m + 8);
         if (v >= _APP_BEHAVIOUR_MAX)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                    "behaviour marker at offset 0x%x holds unknown value %u", APP_MARKER_OFFSET, v);
         *ret = (AppBehaviour) v;
         return 1;
@@ -474,7 +474,7 @@ int app_image_verifier_feed(AppImageVerifier *v, const void *data, size_t len, c
                         break;
         }
         if (v->error < 0)
-                return image_error(err, errlen, v->error, "%s", v->errmsg);
+                return errf(err, errlen, v->error, "%s", v->errmsg);
         return 0;
 }
 
@@ -534,7 +534,7 @@ int app_image_verifier_finish(AppImageVerifier *v, AppImageInfo *ret, char *err,
         if (ret)
                 verifier_fill_info(v, ret);
         if (v->error < 0)
-                return image_error(err, errlen, v->error, "%s", v->errmsg);
+                return errf(err, errlen, v->error, "%s", v->errmsg);
 
         if (!v->hash_done) {
                 const char *where = "";
@@ -565,14 +565,14 @@ int app_image_verifier_finish(AppImageVerifier *v, AppImageInfo *ret, char *err,
                         break;
                 }
                 if (v->image_len > 0)
-                        return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                        return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                            "truncated image: %zu bytes, the image is %zu bytes long (ends %s)",
                                            v->pos, v->image_len, where);
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                    "truncated image: only %zu bytes (ends %s)", v->pos, where);
         }
         if (!v->have_desc)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID, "image too short to hold an app descriptor");
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID, "image too short to hold an app descriptor");
         return 0;
 }
 
@@ -615,10 +615,10 @@ static int check_label(const char *what, const char *s, size_t max, char *err, s
         size_t n = strlen(s);
 
         if (n == 0 || n > max)
-                return image_error(err, errlen, -EINVAL, "%s '%s' must be 1..%zu characters", what, s, max);
+                return errf(err, errlen, -EINVAL, "%s '%s' must be 1..%zu characters", what, s, max);
         for (size_t i = 0; i < n; i++)
                 if ((unsigned char) s[i] < 0x21 || (unsigned char) s[i] > 0x7e)
-                        return image_error(err, errlen, -EINVAL,
+                        return errf(err, errlen, -EINVAL,
                                            "%s '%s' may hold only printable ASCII without spaces", what, s);
         return 0;
 }
@@ -675,10 +675,10 @@ int app_image_build(const AppImageParams *p, uint8_t **ret_data, size_t *ret_len
                 if (chip_layouts[i].chip_id == p->chip_id)
                         chip = &chip_layouts[i];
         if (!chip)
-                return image_error(err, errlen, -EINVAL, "chip id %u is not supported (esp32c3 = 5, esp32s3 = 9)",
+                return errf(err, errlen, -EINVAL, "chip id %u is not supported (esp32c3 = 5, esp32s3 = 9)",
                                    p->chip_id);
         if (!p->version)
-                return image_error(err, errlen, -EINVAL, "a version is required");
+                return errf(err, errlen, -EINVAL, "a version is required");
         r = check_label("version", p->version, APP_DESC_VERSION_MAX, err, errlen);
         if (r < 0)
                 return r;
@@ -687,9 +687,9 @@ int app_image_build(const AppImageParams *p, uint8_t **ret_data, size_t *ret_len
         if (r < 0)
                 return r;
         if (p->behaviour < 0 || p->behaviour >= _APP_BEHAVIOUR_MAX)
-                return image_error(err, errlen, -EINVAL, "bad behaviour %d", (int) p->behaviour);
+                return errf(err, errlen, -EINVAL, "bad behaviour %d", (int) p->behaviour);
         if (p->size > APP_IMAGE_MAX_LEN)
-                return image_error(err, errlen, -ERANGE, "image size %" PRIu64 " exceeds the maximum of %u bytes",
+                return errf(err, errlen, -ERANGE, "image size %" PRIu64 " exceeds the maximum of %u bytes",
                                    p->size, APP_IMAGE_MAX_LEN);
 
         /* app_elf_sha256 stands for the ELF the image came from: hash what
@@ -750,7 +750,7 @@ int app_image_build(const AppImageParams *p, uint8_t **ret_data, size_t *ret_len
         }
         image_len = (off + (15 - off % 16)) + 1 + APP_IMAGE_HASH_LEN;
         if (image_len > APP_IMAGE_MAX_LEN)
-                return image_error(err, errlen, -ERANGE, "image would be %" PRIu64 " bytes, more than %u",
+                return errf(err, errlen, -ERANGE, "image would be %" PRIu64 " bytes, more than %u",
                                    image_len, APP_IMAGE_MAX_LEN);
 
         image = calloc(1, image_len);

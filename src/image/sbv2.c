@@ -16,7 +16,7 @@
 #include "basic/openssl-util.h"
 #include "basic/parse-util.h"
 #include "basic/string-table.h"
-#include "image/image-util.h"
+#include "basic/errmsg.h"
 #include "image/sbv2.h"
 
 /* Block layout, esp-formats.md §6.1. */
@@ -74,7 +74,7 @@ int sbv2_key_type(EVP_PKEY *key, char *err, size_t errlen) {
         if (EVP_PKEY_is_a(key, "RSA")) {
                 int bits = EVP_PKEY_get_bits(key);
                 if (bits != RSA_BITS)
-                        return image_error(err, errlen, -EOPNOTSUPP,
+                        return errf(err, errlen, -EOPNOTSUPP,
                                            "RSA key has %d bits; Secure Boot V2 on ESP32-C3/S3 needs RSA-3072", bits);
                 return SBV2_KEY_RSA3072;
         }
@@ -82,12 +82,12 @@ int sbv2_key_type(EVP_PKEY *key, char *err, size_t errlen) {
                 char group[64] = "";
                 if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, NULL) != 1 ||
                     (!streq(group, "prime256v1") && !streq(group, "P-256")))
-                        return image_error(err, errlen, -EOPNOTSUPP,
+                        return errf(err, errlen, -EOPNOTSUPP,
                                            "EC key on curve '%s'; only P-256 (prime256v1) is supported",
                                            group[0] ? group : "?");
                 return SBV2_KEY_ECDSA256;
         }
-        return image_error(err, errlen, -EOPNOTSUPP, "%s key: only RSA-3072 and EC P-256 keys can sign",
+        return errf(err, errlen, -EOPNOTSUPP, "%s key: only RSA-3072 and EC P-256 keys can sign",
                            EVP_PKEY_get0_type_name(key) ?: "unknown");
 }
 
@@ -125,7 +125,7 @@ int sbv2_load_key(const char *path, bool want_private, EVP_PKEY **ret, char *err
                 return -EINVAL;
         r = read_full_file(path, 64 * 1024, &data, &size);
         if (r < 0)
-                return image_error(err, errlen, r, "%s: cannot read key: %s", path, strerror(-r));
+                return errf(err, errlen, r, "%s: cannot read key: %s", path, strerror(-r));
         bio = BIO_new_mem_buf(data, (int) size);
         if (!bio)
                 return -ENOMEM;
@@ -137,11 +137,11 @@ int sbv2_load_key(const char *path, bool want_private, EVP_PKEY **ret, char *err
         }
         explicit_bzero(data, size);
         if (!k)
-                return image_error(err, errlen, -EBADMSG, "%s: not a PEM %s key (%s)", path,
+                return errf(err, errlen, -EBADMSG, "%s: not a PEM %s key (%s)", path,
                                    want_private ? "private" : "private or public", ossl_reason(reason, sizeof reason));
         r = sbv2_key_type(k, reason, sizeof reason);
         if (r < 0)
-                return image_error(err, errlen, r, "%s: %s", path, reason);
+                return errf(err, errlen, r, "%s: %s", path, reason);
         *ret = TAKE_PTR(k);
         return 0;
 }
@@ -325,15 +325,15 @@ int sbv2_parse_block(const uint8_t *raw, size_t len, Sbv2Block *ret, char *err, 
         if (!raw || !ret)
                 return -EINVAL;
         if (len < SBV2_BLOCK_SIZE)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID, "signature block truncated (%zu of %u bytes)",
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID, "signature block truncated (%zu of %u bytes)",
                                    len, SBV2_BLOCK_SIZE);
         if (raw[0] != SBV2_MAGIC)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID, "bad signature block magic 0x%02x (expected 0x%02x)",
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID, "bad signature block magic 0x%02x (expected 0x%02x)",
                                    raw[0], SBV2_MAGIC);
         crc = std_crc32(raw, SBV2_CRC_OFFSET);
         stored = le32_read(raw + SBV2_CRC_OFFSET);
         if (crc != stored)
-                return image_error(err, errlen, -ESP_ERR_INVALID_CRC,
+                return errf(err, errlen, -ESP_ERR_INVALID_CRC,
                                    "signature block CRC mismatch: stored 0x%08x, computed 0x%08x", stored, crc);
         switch (raw[1]) {
         case SBV2_VERSION_RSA:
@@ -341,16 +341,16 @@ int sbv2_parse_block(const uint8_t *raw, size_t len, Sbv2Block *ret, char *err, 
                 break;
         case SBV2_VERSION_ECDSA:
                 if (raw[2] != 0)
-                        return image_error(err, errlen, -EOPNOTSUPP,
+                        return errf(err, errlen, -EOPNOTSUPP,
                                            "ECDSA signature block uses SHA scheme %u; only SHA-256 (0) is supported", raw[2]);
                 if (raw[OFF_EC_CURVE] != CURVE_P256)
-                        return image_error(err, errlen, -EOPNOTSUPP,
+                        return errf(err, errlen, -EOPNOTSUPP,
                                            "ECDSA signature block on curve id %u; only P-256 (2) is supported",
                                            raw[OFF_EC_CURVE]);
                 type = SBV2_KEY_ECDSA256;
                 break;
         default:
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                    "signature block version %u is not Secure Boot V2 (2 = RSA, 3 = ECDSA)", raw[1]);
         }
 
@@ -388,7 +388,7 @@ static int block_public_key(const Sbv2Block *b, EVP_PKEY **ret, char *err, size_
                 if (!n || !e || BN_set_word(e, le32_read(b->raw + OFF_RSA_E)) != 1)
                         return -ENOMEM;
                 if (BN_num_bits(n) != RSA_BITS || !BN_is_odd(n) || BN_is_zero(e))
-                        return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                        return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                            "signature block holds no valid RSA-3072 modulus");
                 if (OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) != 1 ||
                     OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) != 1)
@@ -397,13 +397,13 @@ static int block_public_key(const Sbv2Block *b, EVP_PKEY **ret, char *err, size_
                 ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
                 if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
                     EVP_PKEY_fromdata(ctx, &k, EVP_PKEY_PUBLIC_KEY, params) != 1)
-                        return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID, "signature block RSA key: %s",
+                        return errf(err, errlen, -ESP_ERR_IMAGE_INVALID, "signature block RSA key: %s",
                                            ossl_reason(reason, sizeof reason));
                 tmp = k;
                 /* The device computes with R and M′ as stored: they must match n. */
                 if (encode_public(k, SBV2_KEY_RSA3072, check) < 0 ||
                     memcmp(check + OFF_RSA_R, b->raw + OFF_RSA_R, RSA_LEN + 4) != 0)
-                        return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                        return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                            "signature block's R / M' do not belong to its modulus");
                 *ret = TAKE_PTR(tmp);
                 return 0;
@@ -423,7 +423,7 @@ static int block_public_key(const Sbv2Block *b, EVP_PKEY **ret, char *err, size_
                 ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
                 if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
                     EVP_PKEY_fromdata(ctx, &k, EVP_PKEY_PUBLIC_KEY, params) != 1)
-                        return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                        return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                            "signature block EC key is not a P-256 point (%s)",
                                            ossl_reason(reason, sizeof reason));
                 *ret = k;
@@ -459,7 +459,7 @@ int sbv2_block_verify(const Sbv2Block *b, const uint8_t image_digest[SBV2_DIGEST
                 char want[17], have[17];
                 hex_short(image_digest, want);
                 hex_short(b->image_digest, have);
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                    "signature block signs digest %s…, but the image's SHA-256 is %s…", have, want);
         }
         r = block_public_key(b, &key, err, errlen);
@@ -497,7 +497,7 @@ int sbv2_block_verify(const Sbv2Block *b, const uint8_t image_digest[SBV2_DIGEST
         }
         ERR_clear_error();
         if (r != 1)
-                return image_error(err, errlen, -EBADMSG, "%s signature does not verify with the block's key",
+                return errf(err, errlen, -EBADMSG, "%s signature does not verify with the block's key",
                                    b->type == SBV2_KEY_RSA3072 ? "RSA-PSS" : "ECDSA");
         return 0;
 }
@@ -510,7 +510,7 @@ int sbv2_parse_sector(const uint8_t *sector, size_t len, Sbv2Block ret[SBV2_MAX_
         if (!sector || !ret)
                 return -EINVAL;
         if (len < SBV2_SECTOR_SIZE)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                    "signature sector truncated (%zu of %u bytes)", len, SBV2_SECTOR_SIZE);
         for (; n < SBV2_MAX_BLOCKS; n++) {
                 const uint8_t *raw = sector + n * SBV2_BLOCK_SIZE;
@@ -518,10 +518,10 @@ int sbv2_parse_sector(const uint8_t *sector, size_t len, Sbv2Block ret[SBV2_MAX_
                         break;
                 r = sbv2_parse_block(raw, SBV2_BLOCK_SIZE, &ret[n], msg, sizeof msg);
                 if (r < 0)
-                        return image_error(err, errlen, r, "signature block %u: %s", n, msg);
+                        return errf(err, errlen, r, "signature block %u: %s", n, msg);
         }
         if (n == 0)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                    "no signature block (byte 0x%02x where the magic 0xE7 should be): image is not signed",
                                    sector[0]);
         return (int) n;
@@ -536,10 +536,10 @@ int sbv2_verify_sector(const uint8_t *sector, size_t len, const uint8_t image_di
         if (!sector || !image_digest || (!trusted && n_trusted > 0))
                 return -EINVAL;
         if (len < SBV2_SECTOR_SIZE)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                    "signature sector truncated (%zu of %u bytes)", len, SBV2_SECTOR_SIZE);
         if (n_trusted == 0)
-                return image_error(err, errlen, -ENOKEY, "no trusted secure boot key digest to verify against");
+                return errf(err, errlen, -ENOKEY, "no trusted secure boot key digest to verify against");
 
         /* Like the bootloader: any valid block whose key is trusted and whose
          * signature verifies is enough; a block that fails is skipped. */
@@ -579,11 +579,11 @@ int sbv2_verify_sector(const uint8_t *sector, size_t len, const uint8_t image_di
                 snprintf(msg, sizeof msg, "signature block %u (trusted key %s…): %s", i, h, m);
         }
         if (best < 0)
-                return image_error(err, errlen, best, "%s", msg);
+                return errf(err, errlen, best, "%s", msg);
         if (keys[0])
-                return image_error(err, errlen, -ENOKEY, "no signature block carries a trusted key (block key digests: %s)",
+                return errf(err, errlen, -ENOKEY, "no signature block carries a trusted key (block key digests: %s)",
                                    keys);
-        return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID, "no signature block: image is not signed");
+        return errf(err, errlen, -ESP_ERR_IMAGE_INVALID, "no signature block: image is not signed");
 }
 
 int sbv2_sector_first_key_digest(const uint8_t *sector, size_t len, uint8_t ret[SBV2_KEY_DIGEST_LEN],
@@ -595,10 +595,10 @@ int sbv2_sector_first_key_digest(const uint8_t *sector, size_t len, uint8_t ret[
         if (!sector || !ret)
                 return -EINVAL;
         if (len < SBV2_BLOCK_SIZE)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID, "signature sector truncated (%zu bytes)", len);
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID, "signature sector truncated (%zu bytes)", len);
         r = sbv2_parse_block(sector, SBV2_BLOCK_SIZE, &b, m, sizeof m);
         if (r < 0)
-                return image_error(err, errlen, r, "first signature block: %s", m);
+                return errf(err, errlen, r, "first signature block: %s", m);
         memcpy(ret, b.key_digest, SBV2_KEY_DIGEST_LEN);
         return 0;
 }
@@ -626,10 +626,10 @@ int sbv2_sign_file(EVP_PKEY *key, const uint8_t *data, size_t len, uint8_t **ret
         if (!key || (!data && len > 0) || !ret || !ret_len)
                 return -EINVAL;
         if (len == 0)
-                return image_error(err, errlen, -EINVAL, "nothing to sign: the input is empty");
+                return errf(err, errlen, -EINVAL, "nothing to sign: the input is empty");
         r = sbv2_key_type(key, m, sizeof m);
         if (r < 0)
-                return image_error(err, errlen, r, "%s", m);
+                return errf(err, errlen, r, "%s", m);
 
         if (sbv2_file_is_signed(data, len)) {
                 Sbv2Block blocks[SBV2_MAX_BLOCKS];
@@ -638,17 +638,17 @@ int sbv2_sign_file(EVP_PKEY *key, const uint8_t *data, size_t len, uint8_t **ret
                 body_len = len - SBV2_SECTOR_SIZE;
                 r = sbv2_parse_sector(data + body_len, SBV2_SECTOR_SIZE, blocks, m, sizeof m);
                 if (r < 0)
-                        return image_error(err, errlen, r, "%s", m);
+                        return errf(err, errlen, r, "%s", m);
                 n_blocks = (unsigned) r;
                 if (n_blocks >= SBV2_MAX_BLOCKS)
-                        return image_error(err, errlen, -E2BIG, "already signed %u times: a sector holds at most %u blocks",
+                        return errf(err, errlen, -E2BIG, "already signed %u times: a sector holds at most %u blocks",
                                            n_blocks, SBV2_MAX_BLOCKS);
                 r = sha256(data, body_len, digest);
                 if (r < 0)
                         return r;
                 for (unsigned i = 0; i < n_blocks; i++)
                         if (memcmp(blocks[i].image_digest, digest, SBV2_DIGEST_LEN) != 0)
-                                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                                    "existing signature block %u signs different data: refusing to append",
                                                    i);
                 out_len = len;
@@ -673,7 +673,7 @@ int sbv2_sign_file(EVP_PKEY *key, const uint8_t *data, size_t len, uint8_t **ret
         sector = out + body_len;
         r = sbv2_sign_digest(key, digest, sector + n_blocks * SBV2_BLOCK_SIZE);
         if (r < 0)
-                return image_error(err, errlen, r, "signing failed: %s", strerror(-r));
+                return errf(err, errlen, r, "signing failed: %s", strerror(-r));
         log_debug("signed %zu bytes: block %u", body_len, n_blocks);
         *ret_len = out_len;
         *ret = TAKE_PTR(out);
@@ -688,7 +688,7 @@ int sbv2_verify_file(const uint8_t *data, size_t len, const uint8_t (*trusted)[S
         if (!data && len > 0)
                 return -EINVAL;
         if (len < 2 * SBV2_SECTOR_SIZE || len % SBV2_SECTOR_SIZE != 0)
-                return image_error(err, errlen, -ESP_ERR_IMAGE_INVALID,
+                return errf(err, errlen, -ESP_ERR_IMAGE_INVALID,
                                    "not a signed file: %zu bytes is not data plus a 4 KiB signature sector", len);
         r = sha256(data, len - SBV2_SECTOR_SIZE, digest);
         if (r < 0)
