@@ -22,6 +22,7 @@
 #include "sim/settings.h"
 
 #define TOPIC_MAX 256
+#define RESTART_DRAIN_USEC (2 * 1000000ULL)
 
 static const char *const device_state_table[_DEVICE_STATE_MAX] = {
         [DEVICE_OFF] = "off",
@@ -58,6 +59,7 @@ struct Device {
         Backoff backoff;
         unsigned failures;              /* consecutive failed connection attempts */
         bool waiting_slot;              /* CONNECTING: waiting for a token */
+        bool restart_disconnecting;     /* RESTARTING: offline status and DISCONNECT sent */
         bool settled;
         bool ever_online;
         double temperature, humidity;
@@ -300,6 +302,15 @@ static void on_message(MqttClient *c, const char *topic, const void *payload, si
                 return;
         }
         handle_command(d, cmd, broadcast, payload, len);
+}
+
+static void restart_disconnect(Device *d);
+
+static void on_drained(MqttClient *c, void *userdata) {
+        Device *d = userdata;
+
+        if (d->state == DEVICE_RESTARTING)
+                restart_disconnect(d);
 }
 
 static void on_connect(MqttClient *c, int rc, void *userdata) {
@@ -637,7 +648,8 @@ static void enter_booting(Device *d) {
                 return;
         }
         if (!d->client) {
-                MqttCallbacks cb = { .on_connect = on_connect, .on_disconnect = on_disconnect, .on_message = on_message };
+                MqttCallbacks cb = { .on_connect = on_connect, .on_disconnect = on_disconnect,
+                                     .on_message = on_message, .on_drained = on_drained };
                 r = mqtt_client_new(d->manager->mqtt, d->id, d->ssl_ctx, &cb, d, &d->client);
                 if (r < 0) {
                         log_dev_error_errno(d->id, r, "Cannot create the MQTT client: %m");
@@ -705,16 +717,33 @@ static void enter_backoff(Device *d) {
         device_arm(d, ms * 1000);
 }
 
+static void restart_disconnect(Device *d) {
+        if (d->restart_disconnecting)
+                return;
+        d->restart_disconnecting = true;
+        publish_status(d, false);
+        /* on_disconnect() moves on to BOOTING */
+        (void) mqtt_client_disconnect(d->client);
+}
+
 static void enter_restarting(Device *d) {
         telemetry_arm(d, false);
         ota_interval_arm(d, false);
+        d->restart_disconnecting = false;
         if (!d->client || !mqtt_client_is_connected(d->client)) {
                 device_enter_state(d, DEVICE_BOOTING);
                 return;
         }
-        publish_status(d, false);
-        /* on_disconnect() moves on to BOOTING */
-        (void) mqtt_client_disconnect(d->client);
+        /* The last lines before a reboot ("upgrade successful", "Restarting
+         * now") are the ones an operator wants most: wait until the broker has
+         * acknowledged them (on_drained), for RESTART_DRAIN_USEC at most. A
+         * QoS 1 PUBACK still in flight when the socket closes also makes
+         * mosquitto drop what it has not read yet (mosquitto#3253). */
+        if (mqtt_client_unacked(d->client) > 0) {
+                device_arm(d, RESTART_DRAIN_USEC);
+                return;
+        }
+        restart_disconnect(d);
 }
 
 static void enter_stopping(Device *d) {
@@ -808,9 +837,11 @@ static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdat
                 if (d->state == DEVICE_STOPPING)
                         device_enter_state(d, DEVICE_OFF);
                 break;
+        case DEVICE_RESTARTING:
+                restart_disconnect(d); /* the broker did not acknowledge in time */
+                break;
         case DEVICE_OFF:
         case DEVICE_ONLINE:
-        case DEVICE_RESTARTING:
         case DEVICE_NO_CONNECT:
         case DEVICE_FAILED:
                 break;

@@ -57,6 +57,7 @@ struct MqttClient {
         int lost_rc;
 
         uint64_t msgs_in, msgs_out;
+        unsigned unacked;               /* publishes of this session not yet acknowledged/written */
 };
 
 int mqtt_error_to_errno(int e) {
@@ -231,6 +232,15 @@ static void cb_message(struct mosquitto *m, void *userdata, const struct mosquit
                                  c->userdata);
 }
 
+static void cb_publish(struct mosquitto *m, void *userdata, int mid) {
+        MqttClient *c = userdata;
+
+        if (c->unacked > 0)
+                c->unacked--;
+        if (c->unacked == 0 && c->cb.on_drained)
+                c->cb.on_drained(c, c->userdata);
+}
+
 static void cb_log(struct mosquitto *m, void *userdata, int level, const char *str) {
         MqttClient *c = userdata;
         log_full_errno(LOG_DEBUG, LOG_TOPIC_MQTT, c->client_id, 0, "libmosquitto: %s", str);
@@ -313,6 +323,7 @@ static void client_finish(MqttClient *c) {
         c->connected = false;
         c->lost = false;
         c->disconnect_requested = false;
+        c->unacked = 0;
         errno = saved_errno;
         int reason = expected ? 0 : (rc == MOSQ_ERR_SUCCESS ? -ECONNRESET : mqtt_error_to_errno(rc));
         if (c->cb.on_disconnect)
@@ -416,6 +427,7 @@ int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const ch
         mosquitto_connect_callback_set(m, cb_connect);
         mosquitto_disconnect_callback_set(m, cb_disconnect);
         mosquitto_message_callback_set(m, cb_message);
+        mosquitto_publish_callback_set(m, cb_publish);
         if (log_would_log(LOG_DEBUG, LOG_TOPIC_MQTT))
                 mosquitto_log_callback_set(m, cb_log);
 
@@ -479,10 +491,16 @@ int mqtt_client_publish(MqttClient *c, const char *topic, const void *payload, s
         if (len > INT32_MAX)
                 return -EMSGSIZE;
         r = mosquitto_publish(c->mosq, NULL, topic, (int) len, payload, qos, retain);
-        if (r == MOSQ_ERR_SUCCESS)
+        if (r == MOSQ_ERR_SUCCESS) {
                 c->msgs_out++;
+                c->unacked++;
+        }
         client_sync(c);
         return mqtt_error_to_errno(r);
+}
+
+unsigned mqtt_client_unacked(const MqttClient *c) {
+        return c->mosq ? c->unacked : 0;
 }
 
 bool mqtt_client_is_connected(const MqttClient *c) {

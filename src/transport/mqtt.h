@@ -28,6 +28,9 @@ typedef struct MqttCallbacks {
         /* Connection gone: `expected` when we asked for it (mqtt_client_disconnect). */
         void (*on_disconnect)(MqttClient *c, bool expected, int reason, void *userdata);
         void (*on_message)(MqttClient *c, const char *topic, const void *payload, size_t len, void *userdata);
+        /* Every publish made so far has been acknowledged (QoS 1: PUBACK) or
+         * written (QoS 0). Optional. */
+        void (*on_drained)(MqttClient *c, void *userdata);
 } MqttCallbacks;
 
 /* misc_interval_ms: how often loop_misc runs over all clients (keepalive
@@ -66,6 +69,8 @@ int mqtt_client_subscribe(MqttClient *c, const char *topic, int qos);
 int mqtt_client_publish(MqttClient *c, const char *topic, const void *payload, size_t len,
                         int qos, bool retain);
 bool mqtt_client_is_connected(const MqttClient *c);
+/* Publishes of this session not yet acknowledged (QoS 1) or written (QoS 0). */
+unsigned mqtt_client_unacked(const MqttClient *c);
 
 /* Number of messages received / sent by this client since creation. */
 uint64_t mqtt_client_msgs_in(const MqttClient *c);
