@@ -224,6 +224,8 @@ start_nginx() {
         local pki=$1 root=$2
         NGINX_PORT=$(free_port)
         mkdir -p "$T/nginx"
+        # nginx's workers run as an unprivileged user: they must reach the docroot
+        chmod a+x "$T"
         cat >"$T/nginx/nginx.conf" <<NGX
 daemon off;
 worker_processes 2;

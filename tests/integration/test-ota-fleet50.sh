@@ -19,6 +19,10 @@ wait_count 120 "$T/espfleetd.log" ": OTA from '.*' done: version 1.1.0 in ota_1 
 wait_count 60 "$T/log.out" 'esp_ota_ops: App 1.1.0 marked valid, rollback cancelled' "$n" \
         || fail "only $(count_lines "$T/log.out" 'App 1.1.0 marked valid') of $n devices confirmed 1.1.0"
 [ "$(count_lines "$T/log.out" 'ota: Start jitter: waiting [0-9]+ ms')" -eq "$n" ] || fail "not every start was jittered"
+# the lines published right before the reboot reach the broker too
+[ "$(count_lines "$T/log.out" 'upgrade successful')" -eq "$n" ] \
+        || fail "only $(count_lines "$T/log.out" 'upgrade successful') of $n 'upgrade successful' lines arrived"
+[ "$(count_lines "$T/log.out" 'Image bytes written: .*\(100 %\)')" -eq "$n" ] || fail "not every device logged 100 %"
 for id in "${OTA_IDS[@]}"; do
         grep -qE "^/esp/$id/log I \([0-9]+\) boot: App version: 1.1.0 " "$T/log.out" || fail "$id: did not boot 1.1.0"
         ota_expect_status "$id" online 1.1.0
