@@ -651,8 +651,10 @@ Test(ota_session, giving_up_leaves_the_slot_unbootable) {
                         2);
         run_plain("fw.bin", (OtaSessionOptions) { .max_retries = 1, .retry_base_usec = 10000 }, &r);
         cr_assert(!r.outcome.ok);
-        cr_assert_eq(r.outcome.error, -ESP_ERR_HTTP_CONNECT, "%s: %s\n%s", esp_err_to_name(r.outcome.error), r.message,
-                     r.log);
+        /* the fake server exits after its two replies: a third connection is
+         * refused, or, when it raced into the listen backlog, reset */
+        cr_assert(r.outcome.error == -ESP_ERR_HTTP_CONNECT || r.outcome.error == -ESP_ERR_HTTP_FETCH_HEADER,
+                  "%s: %s\n%s", esp_err_to_name(r.outcome.error), r.message, r.log);
         cr_assert_not_null(strstr(r.log, "restarting from byte 0"), "%s", r.log);
         cr_assert(slot_blank_head(1));
         expect_still_running_1_0_0();
