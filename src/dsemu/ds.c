@@ -350,6 +350,101 @@ bool ds_key_has_crt(const DsKey *k) {
         return k && k->crt;
 }
 
+/* ⌊√a⌋ by Newton's iteration from a start above the root: the sequence
+ * falls monotonically until it reaches the floor of the root. */
+static int bn_isqrt(BIGNUM *r, const BIGNUM *a, BN_CTX *ctx) {
+        BIGNUM *x, *y;
+        int ok = 0;
+
+        if (BN_is_zero(a)) {
+                BN_zero(r);
+                return 0;
+        }
+        BN_CTX_start(ctx);
+        x = BN_CTX_get(ctx);
+        y = BN_CTX_get(ctx);
+        if (!y || !BN_set_bit(x, (BN_num_bits(a) + 1) / 2 + 1))
+                goto out;
+        for (;;) {
+                if (!BN_div(y, NULL, a, x, ctx) || !BN_add(y, y, x) || !BN_rshift1(y, y))
+                        goto out;
+                if (BN_cmp(y, x) >= 0)
+                        break;
+                if (!BN_copy(x, y))
+                        goto out;
+        }
+        ok = BN_copy(r, x) != NULL;
+out:
+        BN_CTX_end(ctx);
+        return ok ? 0 : -EIO;
+}
+
+/* Finds p from (n, e, d) with no modular exponentiation, for the small e of
+ * every real key: d·e − 1 = k·λ(n) and λ = φ/g with g = gcd(p−1, q−1), so
+ * for the right small g, K = (d·e − 1)·g/φ is an integer below e·g. As
+ * φ = n − (p+q) + 1 is just below n, K = ⌊(d·e − 1)·g / n⌋ + 1; then
+ * p + q = n − φ + 1 and p, q are the roots of x² − (p+q)·x + n. Tries
+ * g = 1 … RSA_FACTOR_MAX_G; -ESRCH when none fits (the caller falls back
+ * to rsa_recover_factor()). */
+#define RSA_FACTOR_MAX_G 4096
+static int rsa_factor_small_e(const BIGNUM *n, const BIGNUM *e, const BIGNUM *d, BN_CTX *ctx, BIGNUM *ret_p) {
+        BIGNUM *de1, *x, *k, *phi, *rem, *sum, *disc, *root, *q, *t;
+        int r = -ESRCH;
+
+        if (BN_num_bits(e) > 32)
+                return -ESRCH;
+        BN_CTX_start(ctx);
+        de1 = BN_CTX_get(ctx);
+        x = BN_CTX_get(ctx);
+        k = BN_CTX_get(ctx);
+        phi = BN_CTX_get(ctx);
+        rem = BN_CTX_get(ctx);
+        sum = BN_CTX_get(ctx);
+        disc = BN_CTX_get(ctx);
+        root = BN_CTX_get(ctx);
+        q = BN_CTX_get(ctx);
+        t = BN_CTX_get(ctx);
+        if (!t || !BN_mul(de1, d, e, ctx) || !BN_sub_word(de1, 1)) {
+                r = -EIO;
+                goto out;
+        }
+        for (unsigned g = 1; g <= RSA_FACTOR_MAX_G; g++) {
+                if (!BN_copy(x, de1) || !BN_mul_word(x, g) ||
+                    !BN_div(k, NULL, x, n, ctx) || !BN_add_word(k, 1) ||
+                    !BN_div(phi, rem, x, k, ctx)) {
+                        r = -EIO;
+                        goto out;
+                }
+                if (!BN_is_zero(rem) || BN_cmp(phi, n) >= 0)
+                        continue;
+                /* sum = n − φ + 1, disc = sum² − 4n */
+                if (!BN_sub(sum, n, phi) || !BN_add_word(sum, 1) ||
+                    !BN_sqr(disc, sum, ctx) || !BN_lshift(t, n, 2) || !BN_sub(disc, disc, t)) {
+                        r = -EIO;
+                        goto out;
+                }
+                if (BN_is_negative(disc))
+                        continue;
+                if (bn_isqrt(root, disc, ctx) < 0 || !BN_sqr(t, root, ctx)) {
+                        r = -EIO;
+                        goto out;
+                }
+                if (BN_cmp(t, disc) != 0)
+                        continue;
+                /* p = (sum + root)/2, q = (sum − root)/2, and p·q must be n */
+                if (!BN_add(t, sum, root) || BN_is_odd(t) || !BN_rshift1(ret_p, t) ||
+                    !BN_sub(t, sum, root) || !BN_rshift1(q, t) || !BN_mul(t, ret_p, q, ctx))
+                        continue;
+                if (BN_cmp(t, n) == 0 && !BN_is_one(q)) {
+                        r = 0;
+                        goto out;
+                }
+        }
+out:
+        BN_CTX_end(ctx);
+        return r;
+}
+
 /* Finds p from (n, e, d): k = d·e − 1 = 2^t·r with r odd; for a base g,
  * the sequence g^r, g^2r, … mod n reaches 1, and the element just before a
  * first 1 that is not ±1 is a non-trivial square root of 1, whose gcd with n
@@ -434,7 +529,9 @@ static int ds_key_build_crt(DsKey *k, const DsPlain *p) {
         if (BN_cmp(pub_n, n) != 0)
                 return -EKEYREJECTED;
 
-        r = rsa_recover_factor(n, e, d, ctx, fp);
+        r = rsa_factor_small_e(n, e, d, ctx, fp);
+        if (r == -ESRCH)
+                r = rsa_recover_factor(n, e, d, ctx, fp);
         if (r < 0)
                 return r;
         if (!BN_div(fq, tmp, n, fp, ctx) || !BN_is_zero(tmp))

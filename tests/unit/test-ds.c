@@ -205,6 +205,23 @@ Test(ds, round_trip_c3_1024) {
         round_trip(ESP_CHIP_ESP32C3, k);
 }
 
+/* A public exponent above 32 bits skips the fast small-e factoring, so this
+ * goes through the randomized square-root-of-one recovery instead; both must
+ * give the CRT form and the same bytes as the raw operation. */
+Test(ds, round_trip_large_public_exponent) {
+        _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+        _cleanup_(BN_freep) BIGNUM *e = BN_new();
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *k = NULL;
+
+        cr_assert(ctx && e);
+        cr_assert(BN_set_word(e, 0x100000001ULL)); /* 2^32 + 1: odd, 33 bits */
+        cr_assert_gt(EVP_PKEY_keygen_init(ctx), 0);
+        cr_assert_gt(EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 1024), 0);
+        cr_assert_gt(EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, e), 0);
+        cr_assert_gt(EVP_PKEY_keygen(ctx, &k), 0);
+        round_trip(ESP_CHIP_ESP32C3, k);
+}
+
 Test(ds, round_trip_c3_2048) {
         _cleanup_(EVP_PKEY_freep) EVP_PKEY *k = load_key("kat2048.pem");
         round_trip(ESP_CHIP_ESP32C3, k);
