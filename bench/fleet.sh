@@ -40,22 +40,27 @@ start_mosquitto "$PKI"
 
 # 1. Baseline: the broker's full mTLS handshake rate.
 log "baseline: openssl s_time -new against mosquitto for ${DURATION}s (2 clients)"
+st_pids=()
 for i in 1 2; do
         openssl s_time -connect "localhost:$MQTT_PORT" -new -time "$DURATION" \
                 -CAfile "$PKI/$PKI_CA" -cert "$PKI/$PKI_OPERATOR_CERT" -key "$PKI/$PKI_OPERATOR_KEY" \
                 >"$T/s_time.$i" 2>&1 &
+        st_pids+=("$!")
 done
-wait
-base=$(awk '/connections in [0-9.]+s/ {for(i=1;i<=NF;i++) if($i=="connections") n+=$(i-1); } /connections\/user sec/ {} END {print n+0}' "$T"/s_time.*)
-base_rate=$(awk -v n="$base" -v d="$DURATION" 'BEGIN {printf "%.0f", n/d}')
+wait "${st_pids[@]}"
+# "3004 connections in 11 real seconds, …": each client's rate, summed
+base_rate=$(awk '/connections in [0-9]+ real seconds/ { if ($4 > 0) r += $1 / $4 } END { printf "%.0f", r }' "$T"/s_time.*)
 
-# 2. Time to online for N devices.
+# 2. Time to online for N devices, offered at the broker's measured ceiling
+# (RATE=… overrides): an unthrottled start only overflows the broker's
+# accept backlog and costs SYN retransmits.
+RATE=${RATE:-$base_rate}
 mqtt_sub_bg "$PKI" "$T/status.out" '/esp/+/status'
 : >"$T/status.out"
 write_conf "$T/bench.conf" "$FLEET" \
         "device_count = $N;" \
-        "ramp = { rate = 100000.0; jitter = 0.0; };" \
-        "reconnect = { connect_rate_max = 100000.0; };" \
+        "ramp = { rate = $RATE.0; jitter = 0.0; };" \
+        "reconnect = { connect_rate_max = $RATE.0; };" \
         "device = { boot_time_ms = 0; };" \
         "log = { summary_interval = 5; };"
 online() { grep -E '"state":"online"' "$T/status.out" | cut -d' ' -f1 | sort -u | wc -l; }
@@ -82,7 +87,7 @@ per_dev=$(awk -v k="$rss_kb" -v n="$still" 'BEGIN {printf "%.1f", (n ? k/n : 0)}
 
 printf '\n| measure | value |\n|---|---|\n'
 printf '| broker mTLS handshake ceiling (s_time -new, 2 clients) | %s/s |\n' "$base_rate"
-printf '| %s devices online after | %s s (%s devices/s, %s%% of the ceiling) |\n' "$N" "$secs" "$rate" \
+printf '| %s devices online (ramp and connect cap %s/s) after | %s s (%s devices/s, %s%% of the ceiling) |\n' "$N" "$RATE" "$secs" "$rate" \
         "$(awk -v r="$rate" -v b="$base_rate" 'BEGIN {printf "%.0f", (b ? 100*r/b : 0)}')"
 printf '| online after a %s s hold | %s of %s (offline messages: %s) |\n' "$HOLD" "$still" "$N" "$offline"
 printf '| espfleetd RSS (all processes) | %s MiB, %s KiB per online device |\n' "$((rss_kb / 1024))" "$per_dev"
