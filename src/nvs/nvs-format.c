@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "basic/crc.h"
 #include "basic/macro.h"
+#include "basic/parse-util.h"
 #include "basic/string-table.h"
 #include "nvs/nvs-internal.h"
 
@@ -156,4 +157,45 @@ int nvs_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len)
         *ret = TAKE_PTR(out);
         *ret_len = n;
         return 0;
+}
+
+int nvs_parse_int_text(const char *name, const char *text, int base, uint8_t *ret_type, uint64_t *ret_raw) {
+        static const struct {
+                const char *name;
+                uint8_t type;
+                int64_t min;
+                uint64_t max;
+        } ints[] = {
+                { "u8", NVS_TYPE_U8, 0, UINT8_MAX },
+                { "i8", NVS_TYPE_I8, INT8_MIN, INT8_MAX },
+                { "u16", NVS_TYPE_U16, 0, UINT16_MAX },
+                { "i16", NVS_TYPE_I16, INT16_MIN, INT16_MAX },
+                { "u32", NVS_TYPE_U32, 0, UINT32_MAX },
+                { "i32", NVS_TYPE_I32, INT32_MIN, INT32_MAX },
+                { "u64", NVS_TYPE_U64, 0, UINT64_MAX },
+                { "i64", NVS_TYPE_I64, INT64_MIN, INT64_MAX },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(ints); i++) {
+                if (!streq(ints[i].name, name))
+                        continue;
+                *ret_type = ints[i].type;
+                if (ints[i].min < 0) {
+                        int64_t v;
+                        if (safe_atoi64(text, base, &v) < 0)
+                                return -EINVAL;
+                        if (v < ints[i].min || v > (int64_t) ints[i].max)
+                                return -ERANGE;
+                        *ret_raw = (uint64_t) v;
+                } else {
+                        uint64_t v;
+                        if (safe_atou64(text, base, &v) < 0)
+                                return -EINVAL;
+                        if (v > ints[i].max)
+                                return -ERANGE;
+                        *ret_raw = v;
+                }
+                return 0;
+        }
+        return -ENOENT;
 }

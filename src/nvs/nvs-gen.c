@@ -252,45 +252,17 @@ static char *strip(char *s) {
 }
 
 static int gen_int(Gen *g, const char *key, const char *enc, const char *text, uint8_t *ret_type, uint64_t *ret_raw) {
-        static const struct {
-                const char *name;
-                uint8_t type;
-                int64_t min;
-                uint64_t max;
-        } table[] = {
-                { "u8", NVS_TYPE_U8, 0, UINT8_MAX },
-                { "i8", NVS_TYPE_I8, INT8_MIN, INT8_MAX },
-                { "u16", NVS_TYPE_U16, 0, UINT16_MAX },
-                { "i16", NVS_TYPE_I16, INT16_MIN, INT16_MAX },
-                { "u32", NVS_TYPE_U32, 0, UINT32_MAX },
-                { "i32", NVS_TYPE_I32, INT32_MIN, INT32_MAX },
-                { "u64", NVS_TYPE_U64, 0, UINT64_MAX },
-                { "i64", NVS_TYPE_I64, INT64_MIN, INT64_MAX },
-        };
         _cleanup_free_ char *copy = strdup(text);
-        char *s;
+        int r;
 
         if (!copy)
                 return -ENOMEM;
-        s = strip(copy);
-        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
-                if (!streq(table[i].name, enc))
-                        continue;
-                *ret_type = table[i].type;
-                if (table[i].min < 0) {
-                        int64_t v;
-                        if (safe_atoi64(s, 10, &v) < 0 || v < table[i].min || v > (int64_t) table[i].max)
-                                return gen_error(g, -EINVAL, "value '%s' of key '%s' is not a valid %s", text, key, enc);
-                        *ret_raw = (uint64_t) v;
-                } else {
-                        uint64_t v;
-                        if (safe_atou64(s, 10, &v) < 0 || v > table[i].max)
-                                return gen_error(g, -EINVAL, "value '%s' of key '%s' is not a valid %s", text, key, enc);
-                        *ret_raw = v;
-                }
-                return 1;
-        }
-        return 0;
+        r = nvs_parse_int_text(enc, strip(copy), 10, ret_type, ret_raw);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return gen_error(g, -EINVAL, "value '%s' of key '%s' is not a valid %s", text, key, enc);
+        return 1;
 }
 
 /* blob_fill(N;0xPP) / blob_sz_fill(N;0xPP) */

@@ -84,6 +84,11 @@ int nvs_xts_crypt(NvsXts *x, bool encrypt, uint32_t rel_addr, const uint8_t *in,
 /* Strict decoders used by the generator and `nvs set`. */
 int nvs_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
 
+/* Parses `text` as the integer type named `name` ("u8" … "i64"): the item
+ * type and the value as raw 64-bit two's complement. -ENOENT when `name` is
+ * not an integer type, -ERANGE/-EINVAL when the text is not a value of it. */
+int nvs_parse_int_text(const char *name, const char *text, int base, uint8_t *ret_type, uint64_t *ret_raw);
+
 /* Where the partition's bytes live: a flash region or a memory buffer.
  * Offsets are partition-relative. `userdata` is owned: `free` releases it. */
 typedef struct NvsIo {

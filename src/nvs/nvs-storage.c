@@ -1601,21 +1601,6 @@ int nvs_get_value(Nvs *n, const char *ns_name, const char *key, NvsValue *ret) {
 }
 
 int nvs_set_from_text(NvsHandle *h, const char *key, const char *type, const char *value, char *err, size_t errlen) {
-        static const struct {
-                const char *name;
-                uint8_t type;
-                int64_t min;
-                uint64_t max;
-        } ints[] = {
-                { "u8", NVS_TYPE_U8, 0, UINT8_MAX },
-                { "i8", NVS_TYPE_I8, INT8_MIN, INT8_MAX },
-                { "u16", NVS_TYPE_U16, 0, UINT16_MAX },
-                { "i16", NVS_TYPE_I16, INT16_MIN, INT16_MAX },
-                { "u32", NVS_TYPE_U32, 0, UINT32_MAX },
-                { "i32", NVS_TYPE_I32, INT32_MIN, INT32_MAX },
-                { "u64", NVS_TYPE_U64, 0, UINT64_MAX },
-                { "i64", NVS_TYPE_I64, INT64_MIN, INT64_MAX },
-        };
         char dummy[1];
 
         if (!err) {
@@ -1624,23 +1609,15 @@ int nvs_set_from_text(NvsHandle *h, const char *key, const char *type, const cha
         }
         if (!type || !value)
                 return -EINVAL;
-        for (size_t k = 0; k < ELEMENTSOF(ints); k++) {
-                if (!streq(ints[k].name, type))
-                        continue;
-                if (ints[k].min < 0) {
-                        int64_t v;
-                        if (safe_atoi64(value, 0, &v) < 0 || v < ints[k].min || v > (int64_t) ints[k].max) {
-                                snprintf(err, errlen, "'%s' is not a valid %s", value, type);
-                                return -EINVAL;
-                        }
-                        return set_fixed(h, key, ints[k].type, (uint64_t) v);
-                }
-                uint64_t v;
-                if (safe_atou64(value, 0, &v) < 0 || v > ints[k].max) {
+        uint8_t itype;
+        uint64_t raw;
+        int r = nvs_parse_int_text(type, value, 0, &itype, &raw);
+        if (r != -ENOENT) {
+                if (r < 0) {
                         snprintf(err, errlen, "'%s' is not a valid %s", value, type);
                         return -EINVAL;
                 }
-                return set_fixed(h, key, ints[k].type, v);
+                return set_fixed(h, key, itype, raw);
         }
         if (streq(type, "string") || streq(type, "str")) {
                 if (strlen(value) + 1 > NVS_STR_MAX) {
@@ -1652,7 +1629,6 @@ int nvs_set_from_text(NvsHandle *h, const char *key, const char *type, const cha
         if (streq(type, "hex2bin") || streq(type, "blob") || streq(type, "base64")) {
                 _cleanup_free_ uint8_t *bin = NULL;
                 size_t len = 0;
-                int r;
 
                 if (streq(type, "base64"))
                         r = nvs_base64_decode(value, strlen(value), &bin, &len);
