@@ -43,18 +43,14 @@ ota_daemon() {
         done
 }
 
-# ota_run [ID]: /esp/update/run (broadcast without ID). Skips the scenario
-# (exit 77) while the daemon still answers that OTA is not available.
+# ota_run [ID]: /esp/update/run (broadcast without ID); the device must
+# start its OTA.
 ota_run() {
         local topic=/esp/update/run
         [ $# -eq 0 ] || topic=/esp/$1/update/run
         mqtt_pub "$T/pki" "$topic" ""
         local end=$((SECONDS + 10))
         while [ "$SECONDS" -lt "$end" ]; do
-                if grep -q 'OTA is not available in this build' "$T/log.out"; then
-                        echo "SKIP: this espfleetd does not run OTA yet" >&2
-                        exit 77
-                fi
                 grep -qE 'esp_https_ota: Starting OTA' "$T/log.out" && return 0
                 sleep 0.3
         done
