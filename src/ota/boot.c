@@ -647,17 +647,25 @@ int boot_mark_app_invalid_rollback(Flash *flash, const PartitionTable *table, Ef
         return otadata_set_state(&l.otadata, OTA_IMG_INVALID);
 }
 
+/* The layout for writing otadata that selects `slot`. */
+static int boot_layout_otadata_slot(Flash *flash, const PartitionTable *table, unsigned slot, BootLayout *l) {
+        int k = boot_layout(flash, table, l);
+        if (k < 0)
+                return k;
+        if (!l->has_otadata)
+                return -ESP_ERR_NOT_FOUND;
+        if (slot >= l->n_slots)
+                return -ESP_ERR_INVALID_ARG;
+        return 0;
+}
+
 int boot_set_boot_slot(Flash *flash, const PartitionTable *table, unsigned slot) {
         BootLayout l;
         int k;
 
-        k = boot_layout(flash, table, &l);
+        k = boot_layout_otadata_slot(flash, table, slot, &l);
         if (k < 0)
                 return k;
-        if (!l.has_otadata)
-                return -ESP_ERR_NOT_FOUND;
-        if (slot >= l.n_slots)
-                return -ESP_ERR_INVALID_ARG;
         return otadata_set_boot_slot(&l.otadata, l.n_slots, slot, true);
 }
 
@@ -666,13 +674,9 @@ int boot_init_otadata(Flash *flash, const PartitionTable *table, unsigned slot, 
         BootLayout l;
         int k;
 
-        k = boot_layout(flash, table, &l);
+        k = boot_layout_otadata_slot(flash, table, slot, &l);
         if (k < 0)
                 return k;
-        if (!l.has_otadata)
-                return -ESP_ERR_NOT_FOUND;
-        if (slot >= l.n_slots)
-                return -ESP_ERR_INVALID_ARG;
         k = otadata_erase(&l.otadata);
         if (k < 0)
                 return k;
