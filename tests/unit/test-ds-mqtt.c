@@ -29,6 +29,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "test-net.h"
 #include "basic/openssl-util.h"
 #include "dsemu/ds-provider.h"
 #include "dsemu/ds.h"
@@ -169,24 +170,6 @@ static void pki_free(void) {
 
 /* ---- broker ---- */
 
-static int free_port(void) {
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t len = sizeof(a);
-        _cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        cr_assert_geq(fd, 0);
-        cr_assert_eq(bind(fd, (struct sockaddr *) &a, sizeof(a)), 0);
-        cr_assert_eq(getsockname(fd, (struct sockaddr *) &a, &len), 0);
-        return ntohs(a.sin_port);
-}
-
-static bool port_open(int port) {
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        _cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        return fd >= 0 && connect(fd, (struct sockaddr *) &a, sizeof(a)) == 0;
-}
-
 static void msleep(long ms) {
         struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
         nanosleep(&ts, NULL);
@@ -222,7 +205,7 @@ static void broker_start(void) {
         snprintf(conf, sizeof(conf), "%s/mosquitto.conf", tmpdir);
         snprintf(acl, sizeof(acl), "%s/acl", tmpdir);
         snprintf(log, sizeof(log), "%s/mosquitto.log", tmpdir);
-        broker_port = free_port();
+        broker_port = test_free_port();
 
         /* The ACL proves use_identity_as_username: a device may only write
          * under its own certificate CN. */
@@ -266,7 +249,7 @@ static void broker_start(void) {
         }
 
         deadline = now() + 15;
-        while (!port_open(broker_port)) {
+        while (!test_port_open(broker_port)) {
                 int status;
                 cr_assert_eq(waitpid(broker_pid, &status, WNOHANG), 0,
                              "mosquitto exited early (status %d), see %s", status, log);

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "test-net.h"
 #include "basic/esp-err.h"
 #include "basic/fileio.h"
 #include "basic/macro.h"
@@ -25,27 +26,6 @@ static size_t payload_size = 300000;
 static int run(const char *cmd) {
         int r = system(cmd);
         return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
-}
-
-static int free_port(void) {
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t l = sizeof a;
-        int fd = socket(AF_INET, SOCK_STREAM, 0), p;
-
-        cr_assert(fd >= 0);
-        cr_assert(bind(fd, (struct sockaddr *) &a, sizeof a) == 0);
-        cr_assert(getsockname(fd, (struct sockaddr *) &a, &l) == 0);
-        p = ntohs(a.sin_port);
-        close(fd);
-        return p;
-}
-
-static bool port_open(int p) {
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(p) };
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        bool ok = connect(fd, (struct sockaddr *) &a, sizeof a) == 0;
-        close(fd);
-        return ok;
 }
 
 static void setup(void) {
@@ -75,7 +55,7 @@ static void setup(void) {
         snprintf(path, sizeof path, "%s/www/fw.bin", dir);
         cr_assert_eq(write_file_atomic(path, payload, payload_size, 0644), 0);
 
-        port = free_port();
+        port = test_free_port();
         server_pid = fork();
         cr_assert(server_pid >= 0);
         if (server_pid == 0) {
@@ -94,9 +74,9 @@ static void setup(void) {
                        "-cert", cert, "-key", key, NULL);
                 _exit(127);
         }
-        for (int i = 0; i < 100 && !port_open(port); i++)
+        for (int i = 0; i < 100 && !test_port_open(port); i++)
                 usleep(50000);
-        cr_assert(port_open(port), "s_server did not start");
+        cr_assert(test_port_open(port), "s_server did not start");
 }
 
 static void teardown(void) {
@@ -261,7 +241,7 @@ Test(http, refused_connection) {
         char u[128];
         Result r = {};
 
-        snprintf(u, sizeof u, "https://127.0.0.1:%d/fw.bin", free_port());
+        snprintf(u, sizeof u, "https://127.0.0.1:%d/fw.bin", test_free_port());
         fetch((const char *const[]) { u }, 1, cafile, 0, &r);
         cr_assert_eq(r.result, -ESP_ERR_HTTP_CONNECT, "got %s: %s", esp_err_to_name(r.result), r.message);
 }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "test-net.h"
 #include "basic/fileio.h"
 #include "basic/parse-util.h"
 #include "ota-fixture.h"
@@ -21,27 +22,6 @@ static BootResult running;
 static char srv[] = "/tmp/test-ota-session.XXXXXX";
 static pid_t server_pid = -1;
 static int port;
-
-static int free_port(void) {
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t l = sizeof a;
-        int fd = socket(AF_INET, SOCK_STREAM, 0), p;
-
-        cr_assert(fd >= 0);
-        cr_assert(bind(fd, (struct sockaddr *) &a, sizeof a) == 0);
-        cr_assert(getsockname(fd, (struct sockaddr *) &a, &l) == 0);
-        p = ntohs(a.sin_port);
-        close(fd);
-        return p;
-}
-
-static bool port_open(int p) {
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(p) };
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        bool ok = connect(fd, (struct sockaddr *) &a, sizeof a) == 0;
-        close(fd);
-        return ok;
-}
 
 static void setup(void) {
         char cmd[2048], path[256];
@@ -63,7 +43,7 @@ static void setup(void) {
                  srv);
         cr_assert_eq(system(cmd), 0, "openssl CLI failed to make the test PKI");
         snprintf(path, sizeof path, "%s/www", srv);
-        port = free_port();
+        port = test_free_port();
 }
 
 static void start_s_server(void) {
@@ -85,9 +65,9 @@ static void start_s_server(void) {
                        NULL);
                 _exit(127);
         }
-        for (int i = 0; i < 100 && !port_open(port); i++)
+        for (int i = 0; i < 100 && !test_port_open(port); i++)
                 usleep(50000);
-        cr_assert(port_open(port), "s_server did not start");
+        cr_assert(test_port_open(port), "s_server did not start");
 }
 
 /* nginx over TLS; every response stalls after `stall_after` bytes, so a
@@ -123,9 +103,9 @@ static void start_nginx(unsigned stall_after) {
                 execlp("nginx", "nginx", "-p", prefix, "-c", c, NULL);
                 _exit(127);
         }
-        for (int i = 0; i < 100 && !port_open(port); i++)
+        for (int i = 0; i < 100 && !test_port_open(port); i++)
                 usleep(50000);
-        cr_assert(port_open(port), "nginx did not start");
+        cr_assert(test_port_open(port), "nginx did not start");
 }
 
 static void teardown(void) {
