@@ -164,6 +164,8 @@ static const ConfigItem config_items[] = {
           .comment = "worker processes, each with its own event loop; 0 = one per devices_per_worker devices" },
         { "devices_per_worker", CONFIG_UINT, F(devices_per_worker_max), "4500", 1, 6500,
           .comment = "devices per worker when workers = 0 (each costs ~4 fds of the 20,000-fd limit)" },
+        { "worker_watchdog", CONFIG_UINT, F(worker_watchdog_s), "30", 2, 3600, .live = true,
+          .comment = "seconds without a report (workers report every second) before a hung worker is killed and restarted" },
 
         { "broker.host", CONFIG_STRING, F(broker_host), "localhost", .check = check_nonempty,
           .comment = "MQTT broker; this name is also checked against the broker's certificate" },

@@ -27,6 +27,7 @@ typedef struct DaemonConfig {
         unsigned device_count;           /* 0 = every device from first_device on */
         unsigned workers;                /* worker processes; 0 = auto */
         unsigned devices_per_worker_max; /* used by workers = 0 */
+        unsigned worker_watchdog_s;      /* a worker silent this long is killed and restarted */
 
         /* broker */
         char *broker_host;               /* also the name checked in the broker's certificate */

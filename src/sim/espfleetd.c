@@ -36,6 +36,7 @@ typedef struct WorkerSlot {
         WorkerReport last;
         Backoff restart_backoff;
         uint64_t started_usec;
+        uint64_t last_report_usec;      /* CLOCK_MONOTONIC of the last report (or of the start) */
 } WorkerSlot;
 
 struct Supervisor {
@@ -47,7 +48,7 @@ struct Supervisor {
         size_t n_devices;
         bool ready_sent;
         bool stopping;
-        sd_event_source *summary_timer, *kill_timer;
+        sd_event_source *summary_timer, *kill_timer, *hang_timer;
 };
 
 static void apply_log_settings(const DaemonConfig *c) {
@@ -68,6 +69,7 @@ static int on_worker_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 n = recv(fd, &rep, sizeof rep, MSG_DONTWAIT);
                 if (n == (ssize_t) sizeof rep && rep.magic == WORKER_REPORT_MAGIC) {
                         w->last = rep;
+                        (void) sd_event_now(w->sup->event, CLOCK_MONOTONIC, &w->last_report_usec);
                         continue;
                 }
                 if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -89,6 +91,26 @@ static int on_worker_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 log_info("Initial ramp done: %" PRIu32 "/%zu devices online", online, sup->n_devices);
                 (void) sd_notifyf(false, "READY=1\nSTATUS=%" PRIu32 "/%zu devices online", online, sup->n_devices);
         }
+        return 0;
+}
+
+/* The supervisor's own loop is covered by the systemd watchdog; a worker
+ * whose loop is stuck stops reporting (it reports every second), so it is
+ * killed and the SIGCHLD path restarts it like a crashed one. */
+static int on_hang_check(sd_event_source *s, uint64_t usec, void *userdata) {
+        Supervisor *sup = userdata;
+        uint64_t limit = (uint64_t) sup->config.worker_watchdog_s * 1000000;
+
+        for (unsigned i = 0; i < sup->n_workers && !sup->stopping; i++) {
+                WorkerSlot *w = &sup->workers[i];
+                if (w->pid <= 0 || usec < w->last_report_usec + limit)
+                        continue;
+                log_error("Worker %u (pid %d) sent no report for %u s: killing it", w->index, (int) w->pid,
+                          sup->config.worker_watchdog_s);
+                (void) kill(w->pid, SIGKILL);
+                w->last_report_usec = usec; /* once: SIGCHLD follows */
+        }
+        (void) sd_event_source_set_time(s, usec + 1000000);
         return 0;
 }
 
@@ -174,6 +196,7 @@ static int worker_spawn(WorkerSlot *w) {
         w->fd = sv[0];
         w->last = (WorkerReport) {};
         (void) sd_event_now(sup->event, CLOCK_MONOTONIC, &w->started_usec);
+        w->last_report_usec = w->started_usec;
         r = sd_event_add_io(sup->event, &w->io, w->fd, EPOLLIN, on_worker_io, w);
         if (r >= 0)
                 r = sd_event_add_child(sup->event, &w->child, pid, WEXITED, on_worker_exit, w);
@@ -351,6 +374,9 @@ static int run_supervisor(const char *config_path) {
                                        &sup) >= 0)
                 (void) sd_event_source_set_enabled(sup.summary_timer,
                                                    sup.config.summary_interval_s > 0 ? SD_EVENT_ON : SD_EVENT_OFF);
+        if (sd_event_add_time_relative(sup.event, &sup.hang_timer, CLOCK_MONOTONIC, 1000000, 100000, on_hang_check,
+                                       &sup) >= 0)
+                (void) sd_event_source_set_enabled(sup.hang_timer, SD_EVENT_ON);
         (void) sd_notifyf(false, "STATUS=Starting %zu devices", n);
         r = sd_event_loop(sup.event);
         if (r == 0) {
@@ -375,6 +401,7 @@ out_workers:
         free(sup.workers);
         sd_event_source_disable_unref(sup.summary_timer);
         sd_event_source_disable_unref(sup.kill_timer);
+        sd_event_source_disable_unref(sup.hang_timer);
         sd_event_unref(sup.event);
 out:
         daemon_config_done(&sup.config);

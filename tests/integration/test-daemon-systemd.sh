@@ -2,8 +2,8 @@
 # The systemd side of espfleetd, without systemd: a notify socket stands in
 # for PID 1. Checks READY=1 only after the initial ramp, STATUS= with
 # online/total, WATCHDOG=1 pings at half of WATCHDOG_USEC, two worker
-# processes sharing the fleet, a killed worker restarted with its devices back
-# online, SIGHUP re-reading the config (live keys applied, restart-only keys
+# processes sharing the fleet, a killed worker and a hung one restarted with
+# their devices back online, SIGHUP re-reading the config (live keys applied, restart-only keys
 # named), and a clean SIGTERM.
 source "$(dirname "$0")/lib.sh"
 N=6
@@ -28,6 +28,7 @@ wait_for 5 test -S "$T/notify.sock" || fail "notify listener did not start"
 
 write_conf "$T/espfleetd.conf" "$T/fleet" \
         'workers = 2;' \
+        'worker_watchdog = 3;' \
         'ramp = { rate = 20.0; };' \
         'device = { boot_time_ms = 100; };' \
         'log = { summary_interval = 1; };'
@@ -60,6 +61,17 @@ seen=$(grep -c "Fleet: online $N/$N" "$T/espfleetd.log")
 sleep 1
 wait_for 60 online_again "$seen" || fail "fleet did not come back to $N/$N after the worker restart"
 kill -0 "$DAEMON_PID" || fail "espfleetd died with its worker"
+
+# a hung worker (SIGSTOP: its loop no longer runs) stops reporting; the
+# supervisor kills it after worker_watchdog seconds and restarts it
+hpid=$(grep -oE 'Worker 0 started \(pid [0-9]+\)' "$T/espfleetd.log" | tail -n1 | grep -oE '[0-9]+\)$' | tr -d ')')
+[ -n "$hpid" ] || fail "no pid for worker 0"
+kill -STOP "$hpid"
+wait_count 20 "$T/espfleetd.log" "Worker 0 \(pid $hpid\) sent no report for 3 s: killing it" 1 || fail "hung worker not detected"
+wait_count 30 "$T/espfleetd.log" 'Worker 0 started' 2 || fail "hung worker 0 was not restarted"
+seen=$(grep -c "Fleet: online $N/$N" "$T/espfleetd.log")
+sleep 1
+wait_for 60 online_again "$seen" || fail "fleet did not come back to $N/$N after the hung worker was replaced"
 
 # SIGHUP: a live key is applied, a restart-only key is named and ignored
 sed -i 's/summary_interval = 1;/summary_interval = 2;/' "$T/espfleetd.conf"
