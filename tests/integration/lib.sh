@@ -29,7 +29,9 @@ _cleanup() {
         for p in "${_PIDS[@]}"; do
                 timeout 10 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
         done
-        if [ "$rc" -ne 0 ]; then
+        if [ "$rc" -eq 130 ]; then
+                echo "# interrupted: everything stopped${KEEP_TMP:+, logs kept in $T}" >&2
+        elif [ "$rc" -ne 0 ]; then
                 echo "--- test failed (rc=$rc); logs from $T:" >&2
                 local f
                 for f in "$T"/*.log; do
