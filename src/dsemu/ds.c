@@ -311,6 +311,31 @@ int ds_sign(const Efuse *efuse, unsigned key_block, const DsData *data,
         return r;
 }
 
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+int ds_params_fingerprint(const Efuse *efuse, unsigned key_block, const DsData *data,
+                          uint8_t ret[DS_FINGERPRINT_LEN]) {
+        SHA256_CTX sha;
+        DsPlain p;
+        int r;
+
+        if (!data || !ret)
+                return -ESP_ERR_INVALID_ARG;
+        r = ds_unseal(efuse, key_block, data, (data->rsa_length + 1) * 4, &p);
+        /* Y ‖ M ‖ Rb, then M' ‖ length, which follow the MD in the box. */
+        if (r >= 0 && (!SHA256_Init(&sha) ||
+                       !SHA256_Update(&sha, p.pt, 3 * p.l) ||
+                       !SHA256_Update(&sha, p.pt + 3 * p.l + DS_MD_LEN, 8) ||
+                       !SHA256_Final(ret, &sha)))
+                r = -EIO;
+        ds_plain_wipe(&p);
+        explicit_bzero(&sha, sizeof sha);
+        if (r < 0)
+                memset(ret, 0, DS_FINGERPRINT_LEN);
+        return r;
+}
+#pragma GCC diagnostic pop
+
 /* ---- DsKey ---- */
 
 struct DsKey {

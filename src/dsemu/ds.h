@@ -52,6 +52,17 @@ int ds_data_from_bytes(EspChip chip, const uint8_t *in, size_t len, DsData *ret)
 int ds_sign(const Efuse *efuse, unsigned key_block, const DsData *data,
             const uint8_t *x_le, size_t len, uint8_t *z_le);
 
+/* What the peripheral would compute with, without computing it: runs the
+ * same HMAC downstream, AES-256-CBC decrypt, MD and padding checks as
+ * ds_sign() and returns SHA-256 over the unsealed operands (Y, M, Rb, M' and
+ * the length), never the operands themselves. Two DS data sealed from the
+ * same RSA key under different HMAC keys and IVs have the same fingerprint;
+ * provisioning uses it to check a device against one whose DS output was
+ * verified in full. Same error codes as ds_sign(). */
+#define DS_FINGERPRINT_LEN 32
+int ds_params_fingerprint(const Efuse *efuse, unsigned key_block, const DsData *data,
+                          uint8_t ret[DS_FINGERPRINT_LEN]);
+
 /* A DS key as a device holds it: eFuse (borrowed), key block, DS data and
  * the public key from the device certificate. Caches whatever makes signing
  * fast (keyed on the decrypted parameters, so every call still goes through

@@ -494,3 +494,32 @@ Test(ds, data_bytes_round_trip) {
         le32_write(buf, 64);
         cr_assert_eq(ds_data_from_bytes(ESP_CHIP_ESP32S3, buf, 1604, &back), -EBADMSG);
 }
+
+/* The fingerprint names the key the DS would use, whatever HMAC key and IV
+ * sealed it, and goes through the same checks as signing. */
+Test(ds, params_fingerprint) {
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *k1 = load_key("kat2048.pem"), *k2 = gen_key(2048);
+        uint8_t f1[DS_FINGERPRINT_LEN], f1b[DS_FINGERPRINT_LEN], f2[DS_FINGERPRINT_LEN];
+        DsData d1, d1b, d2;
+        Efuse *e1 = provision(ESP_CHIP_ESP32C3, k1, 1, EFUSE_KEY_PURPOSE_HMAC_DOWN_DIGITAL_SIGNATURE, &d1);
+        Efuse *e1b = provision(ESP_CHIP_ESP32C3, k1, 1, EFUSE_KEY_PURPOSE_HMAC_DOWN_DIGITAL_SIGNATURE, &d1b);
+        Efuse *e2 = provision(ESP_CHIP_ESP32C3, k2, 1, EFUSE_KEY_PURPOSE_HMAC_DOWN_DIGITAL_SIGNATURE, &d2);
+
+        cr_assert_neq(memcmp(d1.c, d1b.c, d1.c_len), 0, "two sealings gave the same ciphertext");
+        cr_assert_eq(ds_params_fingerprint(e1, 1, &d1, f1), 0);
+        cr_assert_eq(ds_params_fingerprint(e1b, 1, &d1b, f1b), 0);
+        cr_assert_eq(ds_params_fingerprint(e2, 1, &d2, f2), 0);
+        cr_assert_eq(memcmp(f1, f1b, sizeof f1), 0, "same key, different fingerprints");
+        cr_assert_neq(memcmp(f1, f2, sizeof f1), 0, "different keys, same fingerprint");
+
+        /* another device's eFuse cannot unseal it; a flipped bit fails the MD */
+        cr_assert_eq(ds_params_fingerprint(e2, 1, &d1, f1), -ESP_ERR_HW_CRYPTO_DS_INVALID_DIGEST);
+        assert_zero(f1, sizeof f1);
+        d1b.c[7] ^= 1;
+        cr_assert_eq(ds_params_fingerprint(e1b, 1, &d1b, f1b), -ESP_ERR_HW_CRYPTO_DS_INVALID_DIGEST);
+        cr_assert_eq(ds_params_fingerprint(e1, 0, &d1, f1), -ESP_ERR_HW_CRYPTO_DS_INVALID_KEY);
+
+        efuse_free(e1);
+        efuse_free(e1b);
+        efuse_free(e2);
+}
