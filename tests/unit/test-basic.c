@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <errno.h>
 
 #include "basic/crc.h"
 #include "basic/esp-err.h"
 #include "basic/parse-util.h"
+#include "basic/progress.h"
 
 /* esp-formats.md §0 test vectors */
 Test(crc, standard_and_esp) {
@@ -57,4 +59,48 @@ Test(esp_err, names) {
         cr_assert_str_eq(esp_err_to_name(-ESP_ERR_OTA_VALIDATE_FAILED), "ESP_ERR_OTA_VALIDATE_FAILED");
         cr_assert_str_eq(esp_err_to_name(-ENOMEM), "ENOMEM");
         cr_assert_str_eq(esp_err_to_name(-ESP_ERR_HW_CRYPTO_DS_INVALID_DIGEST), "ESP_ERR_HW_CRYPTO_DS_INVALID_DIGEST");
+}
+
+typedef struct EtaCase {
+        double seconds;
+        char want[16];          /* inline: Criterion copies parameters into each test process */
+} EtaCase;
+
+static const EtaCase eta_cases[] = {
+        { 0, "0:00" },
+        { 0.2, "0:01" },          /* rounded up: work remains */
+        { 59, "0:59" },
+        { 60, "1:00" },
+        { 754.5, "12:35" },
+        { 3600, "1:00:00" },
+        { 3723, "1:02:03" },
+        { 99.0 * 3600, "99:00:00" },
+        { 99.0 * 3600 + 1, "--:--" },
+        { -1, "--:--" },
+        { __builtin_nan(""), "--:--" },
+};
+
+ParameterizedTestParameters(progress, eta) {
+        return cr_make_param_array(EtaCase, eta_cases, sizeof eta_cases / sizeof eta_cases[0]);
+}
+
+ParameterizedTest(const EtaCase *c, progress, eta) {
+        char buf[32];
+        cr_assert_str_eq(format_eta(buf, sizeof buf, c->seconds), c->want, "%g s", c->seconds);
+}
+
+Test(progress, line) {
+        char buf[160];
+
+        cr_assert_str_eq(progress_format(buf, sizeof buf, 0, 200, 0, 10), "[..........] 0/200  --/s  ETA --:--");
+        /* 50 done in 10 s: 5/s, 150 left = 30 s */
+        cr_assert_str_eq(progress_format(buf, sizeof buf, 50, 200, 10, 10), "[##........] 50/200  5.0/s  ETA 0:30");
+        cr_assert_str_eq(progress_format(buf, sizeof buf, 15000, 20000, 30, 4), "[###.] 15000/20000  500/s  ETA 0:10");
+        cr_assert_str_eq(progress_format(buf, sizeof buf, 200, 200, 4, 10), "[##########] 200/200  50.0/s  ETA 0:00");
+        /* done beyond total is clamped; no time yet means no rate */
+        cr_assert_str_eq(progress_format(buf, sizeof buf, 7, 5, 0, 5), "[#####] 5/5  --/s  ETA --:--");
+        /* a bar wider than the buffer behind it is cut, and a short buffer truncates */
+        progress_format(buf, sizeof buf, 1, 2, 1, 1000);
+        cr_assert_eq(strlen(buf), 128 + 2 + strlen(" 1/2  1.0/s  ETA 0:01"));
+        cr_assert_str_eq(progress_format(buf, 6, 1, 2, 1, 10), "[####");
 }
