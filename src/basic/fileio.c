@@ -121,6 +121,27 @@ fail:
         return r;
 }
 
+int write_file_new(const char *path, const void *data, size_t size, mode_t mode) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, mode);
+        if (fd < 0)
+                return -errno;
+        /* open() applies the umask; the caller asked for exactly `mode`. */
+        if (fchmod(fd, mode) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        r = pwrite_full(fd, data, size, 0);
+        if (r < 0)
+                goto fail;
+        return 0;
+fail:
+        (void) unlink(path);
+        return r;
+}
+
 int mkdir_p(const char *path, mode_t mode) {
         char buf[PATH_MAX];
 

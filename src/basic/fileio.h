@@ -13,6 +13,11 @@ int read_full_file(const char *path, size_t max_size, uint8_t **ret_data, size_t
  * fsync, rename. Secrets use mode 0600. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
 
+/* Creates `path` (-EEXIST if it exists) with `mode` and writes `data`,
+ * without fsync: for files in a directory that is built under a temporary
+ * name, made durable as a whole (syncfs) and only then renamed into place. */
+int write_file_new(const char *path, const void *data, size_t size, mode_t mode);
+
 /* "a/b", malloc'ed; NULL when out of memory. */
 char *path_join(const char *a, const char *b);
 

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -15,7 +16,10 @@ static void provision_help(void) {
                "Per device: a locally administered MAC and id esp-XXXXXX, an eFuse file with a\n"
                "read-protected DS HMAC key, an RSA key that exists only as DS ciphertext, a\n"
                "certificate from the fleet CA, and a 4 MiB flash image with partition table,\n"
-               "esp_secure_cert, NVS settings, otadata and a signed initial firmware in ota_0.\n\n"
+               "esp_secure_cert, NVS settings, otadata and a signed initial firmware in ota_0.\n"
+               "Finished devices are listed in FLEETDIR/manifest.csv as they complete; after an\n"
+               "interrupt (Ctrl-C, kill, crash) the same command finishes exactly the missing ones.\n"
+               "On a terminal, a progress bar (done/total, rate, ETA) is drawn on stderr.\n\n"
                "Options:\n"
                "  --pki DIR                  PKI made by 'espfleet pki init' (required)\n"
                "  --count N                  number of devices (required)\n"
@@ -28,11 +32,16 @@ static void provision_help(void) {
                "  --partition-table CSV      ESP-IDF partition CSV (default: the built-in table)\n"
                "  --firmware-version V       version of the initial firmware (default 1.0.0)\n"
                "  --rsa-bits N               device key size (default 2048)\n"
+               "  --key-pool K               make only K RSA keys, in memory, and share them: device\n"
+               "                             INDEX uses key INDEX mod K. MAC, id, certificate, HMAC key\n"
+               "                             and DS ciphertext stay per device, but the devices of a pool\n"
+               "                             share RSA keys: fine for load tests, not for security\n"
+               "                             tests. A later run (a resume too) makes a new pool.\n"
                "  --jobs J                   worker processes (default: number of CPUs)\n"
                "  --private-key KEY.pem      replay: use this RSA key (like configure_ds.py --private-key; --count 1)\n"
                "  --secure-cert PART.bin     replay: esp_secure_cert partition from configure_esp_secure_cert.py\n"
                "  --hmac-key KEY.bin         replay: its 32-byte HMAC key (with --secure-cert)\n"
-               "  --quiet                    print only errors\n");
+               "  --quiet                    print only errors (no progress bar)\n");
 }
 
 static int parse_uint(const char *opt, const char *s, uint32_t max, unsigned *ret) {
@@ -58,6 +67,7 @@ int verb_provision(int argc, char **argv) {
                 ARG_PARTITIONS,
                 ARG_FW_VERSION,
                 ARG_RSA_BITS,
+                ARG_KEY_POOL,
                 ARG_JOBS,
                 ARG_PRIVATE_KEY,
                 ARG_SECURE_CERT,
@@ -76,6 +86,7 @@ int verb_provision(int argc, char **argv) {
                 { "partition-table", required_argument, NULL, ARG_PARTITIONS },
                 { "firmware-version", required_argument, NULL, ARG_FW_VERSION },
                 { "rsa-bits", required_argument, NULL, ARG_RSA_BITS },
+                { "key-pool", required_argument, NULL, ARG_KEY_POOL },
                 { "jobs", required_argument, NULL, ARG_JOBS },
                 { "private-key", required_argument, NULL, ARG_PRIVATE_KEY },
                 { "secure-cert", required_argument, NULL, ARG_SECURE_CERT },
@@ -142,6 +153,14 @@ int verb_provision(int argc, char **argv) {
                                 return 2;
                         }
                         break;
+                case ARG_KEY_POOL:
+                        if (parse_uint("--key-pool", optarg, 1000000, &o.key_pool) < 0)
+                                return 2;
+                        if (o.key_pool == 0) {
+                                log_error("--key-pool must be at least 1.");
+                                return 2;
+                        }
+                        break;
                 case ARG_JOBS:
                         if (parse_uint("--jobs", optarg, 1024, &o.jobs) < 0 || o.jobs == 0) {
                                 if (o.jobs == 0)
@@ -176,10 +195,16 @@ int verb_provision(int argc, char **argv) {
                 return 2;
         }
         o.fleet_dir = argv[optind];
+        o.progress = !o.quiet && isatty(STDERR_FILENO);
 
         clock_gettime(CLOCK_MONOTONIC, &t0);
         r = provision_fleet(&o, err, sizeof err);
         clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (r == -EINTR) {
+                log_error("provision %s: %s; the devices finished so far are kept, run the same command again "
+                          "to make the rest.", o.fleet_dir, err);
+                return 1;
+        }
         if (r < 0) {
                 log_error("provision %s: %s", o.fleet_dir, *err ? err : strerror(-r));
                 return 1;

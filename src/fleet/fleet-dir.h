@@ -9,6 +9,9 @@
  *   FLEET/manifest.csv            "index,id,mac" header, then one line per device
  *   FLEET/devices.lock            OFD byte-range locks: byte <index> is write-locked while a daemon runs it
  *   FLEET/run/lock-<first>.pid    who holds a lock range (see fleet_lock_devices())
+ *   FLEET/provision.pending       while (or after an interrupted) provision runs: its plan, in the
+ *                                 manifest's format; the next run lists the finished ones from it
+ *   FLEET/devices/<id>.tmp/       a device being provisioned (removed by the next run if interrupted)
  *   FLEET/devices/<id>/efuse.bin  QEMU eFuse file (1024 bytes, 0600)
  *   FLEET/devices/<id>/flash.bin  4 MiB sparse flash image (0600)
  *   FLEET/devices/<id>/device.crt device certificate, for inspection
@@ -31,6 +34,7 @@
 #define FLEET_CA_FILE "ca.crt"
 #define FLEET_SB_PUBKEY_FILE "secure_boot_pubkey.pem"
 #define FLEET_LOCK_FILE "devices.lock"
+#define FLEET_PENDING_FILE "provision.pending"  /* manifest format: the devices a provision run is making */
 #define FLEET_RUN_DIR "run"
 #define FLEET_DEVICES_DIR "devices"
 #define FLEET_DEVICE_EFUSE_FILE "efuse.bin"

@@ -2,9 +2,15 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -17,6 +23,7 @@
 #include "basic/errmsg.h"
 #include "basic/macro.h"
 #include "basic/openssl-util.h"
+#include "basic/progress.h"
 #include "dsemu/ds.h"
 #include "dsemu/efuse.h"
 #include "dsemu/secure-cert.h"
@@ -33,6 +40,20 @@
 #define PARTITIONS_FILE "partitions.csv"
 #define SETTINGS_NAMESPACE "secure_esp"
 #define FIRMWARE_PROJECT "secure_esp"
+
+/* A worker makes finished devices durable and visible in batches: one
+ * syncfs() per batch instead of an fsync() per file. */
+#define BATCH_MAX 512
+#define BATCH_USEC (500 * 1000)
+#define MANIFEST_FLUSH_USEC (1000 * 1000)  /* the parent lists finished devices at least this often */
+#define PROGRESS_USEC (100 * 1000)         /* at most 10 redraws a second */
+#define PROGRESS_BAR 30
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
 
 void provision_options_init(ProvisionOptions *o) {
         *o = (ProvisionOptions) {
@@ -59,9 +80,28 @@ typedef struct Plan {
         uint8_t *replay_cert_part;
         size_t replay_cert_part_len;
         uint8_t replay_hmac[EFUSE_KEY_LEN];
+        /* --key-pool: RSA keys shared by the devices, device index mod n_pool
+         * picks one. In memory only (the workers inherit them through fork);
+         * NULL for a slot no device of this run uses. */
+        EVP_PKEY **pool;
+        unsigned n_pool;
+        int devices_fd;                 /* FLEET/devices, flock()ed for the run */
+        sigset_t saved_mask;            /* the caller's signal mask, for the workers */
 } Plan;
 
+static void pool_free(Plan *p) {
+        /* RSA keys clear their private numbers when freed. */
+        for (unsigned i = 0; p->pool && i < p->n_pool; i++)
+                EVP_PKEY_free(p->pool[i]);
+        free(p->pool);
+        p->pool = NULL;
+}
+
 static void plan_done(Plan *p) {
+        pool_free(p);
+        if (p->devices_fd >= 0)
+                close(p->devices_fd);
+        p->devices_fd = -EBADF;
         partition_table_free(p->table);
         free(p->ca_pem);
         free(p->firmware);
@@ -108,6 +148,43 @@ static int check_ds_matches_cert(const Efuse *e, unsigned block, const DsData *d
                 return -ENOMEM;
         if (BN_cmp(back, x) != 0)
                 return errf(err, errlen, -EBADMSG, "the DS data does not belong to the device certificate's key");
+        return 0;
+}
+
+/* Per worker and pool slot: the fingerprint of the pool key's DS parameters,
+ * once a device with that key passed check_ds_matches_cert(). */
+typedef struct PoolCheck {
+        bool verified;
+        uint8_t fingerprint[DS_FINGERPRINT_LEN];
+} PoolCheck;
+
+/* The DS check of a device. A key of its own: the full check. A pool key:
+ * the full check for the first device with that key in this worker; then,
+ * for the others, their DS data must unseal through the peripheral (HMAC
+ * from their own eFuse, AES, MD and padding checks: all but the
+ * exponentiation) to exactly the parameters that passed, and their
+ * certificate must carry that pool key. */
+static int check_device_ds(PoolCheck *pc, EVP_PKEY *pool_key, const Efuse *e, unsigned block, const DsData *ds,
+                           X509 *cert, char *err, size_t errlen) {
+        uint8_t fp[DS_FINGERPRINT_LEN];
+        int r;
+
+        if (pc && pc->verified) {
+                r = ds_params_fingerprint(e, block, ds, fp);
+                if (r < 0)
+                        return errf(err, errlen, r, "the DS peripheral refuses the DS data: %s", esp_err_to_name(r));
+                if (CRYPTO_memcmp(fp, pc->fingerprint, sizeof fp) != 0 ||
+                    EVP_PKEY_eq(X509_get0_pubkey(cert), pool_key) != 1)
+                        return errf(err, errlen, -EBADMSG, "the DS data does not belong to the device certificate's key");
+                return 0;
+        }
+        r = check_ds_matches_cert(e, block, ds, cert, err, errlen);
+        if (r < 0 || !pc)
+                return r;
+        r = ds_params_fingerprint(e, block, ds, pc->fingerprint);
+        if (r < 0)
+                return errf(err, errlen, r, "the DS peripheral refuses the DS data: %s", esp_err_to_name(r));
+        pc->verified = true;
         return 0;
 }
 
@@ -165,20 +242,24 @@ static int write_settings(Flash *f, const PartitionTable *t, const NvsXtsKeys *k
         return 0;
 }
 
-static int provision_one(const Plan *p, const FleetDeviceEntry *d, char *err, size_t errlen) {
+/* Builds device `d` in FLEET/devices/<id>.tmp; commit_batch() renames it. */
+static int provision_one(const Plan *p, PoolCheck *checks, const FleetDeviceEntry *d, char *err, size_t errlen) {
         const FleetConfig *c = &p->conf;
         _cleanup_(efuse_freep) Efuse *e = NULL;
         _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
         _cleanup_(X509_freep) X509 *cert = NULL;
         _cleanup_(secure_cert_freep) SecureCert *sc = NULL;
         _cleanup_free_ char *final = NULL, *tmp = NULL, *efuse_path = NULL, *flash_path = NULL, *cert_path = NULL,
-                            *pem = NULL, *cmd = NULL;
+                            *pem = NULL;
         _cleanup_free_ uint8_t *part = NULL;
         Flash *flash = NULL;
         uint8_t hmac[EFUSE_KEY_LEN], iv[DS_IV_LEN];
         NvsXtsKeys nvs_keys, *nvs_keys_p = NULL;
         DsData ds;
         unsigned ds_block = c->ds_key_block, bits = c->rsa_bits;
+        uint8_t efuse_bytes[EFUSE_FILE_SIZE];
+        EVP_PKEY *pool_key = NULL;
+        PoolCheck *pc = NULL;
         size_t pem_len, part_len;
         int r;
 
@@ -190,9 +271,8 @@ static int provision_one(const Plan *p, const FleetDeviceEntry *d, char *err, si
         cert_path = path_join(tmp, FLEET_DEVICE_CERT_FILE);
         if (!efuse_path || !flash_path || !cert_path)
                 return -ENOMEM;
-        r = mkdir_p(tmp, 0700);
-        if (r < 0)
-                return errf(err, errlen, r, "%s: cannot create: %s", tmp, strerror(-r));
+        if (mkdir(tmp, 0700) < 0)
+                return errf(err, errlen, -errno, "%s: cannot create: %s", tmp, strerror(errno));
 
         r = efuse_new(p->chip, &e);
         if (r >= 0)
@@ -219,6 +299,13 @@ static int provision_one(const Plan *p, const FleetDeviceEntry *d, char *err, si
                         if (!EVP_PKEY_up_ref(p->replay_key))
                                 return -ENOMEM;
                         key = p->replay_key;
+                } else if (p->pool) {
+                        unsigned slot = d->index % p->n_pool;
+                        pool_key = p->pool[slot];
+                        pc = &checks[slot];
+                        if (!pool_key || !EVP_PKEY_up_ref(pool_key))
+                                return -ENOMEM;
+                        key = pool_key;
                 } else if (!(key = EVP_RSA_gen(bits)))
                         return errf(err, errlen, -EIO, "%s: RSA-%u key generation failed", d->id, bits);
                 bits = (unsigned) EVP_PKEY_get_bits(key);
@@ -243,7 +330,7 @@ static int provision_one(const Plan *p, const FleetDeviceEntry *d, char *err, si
         if (r < 0)
                 return errf(err, errlen, r, "%s: burning the DS HMAC key into BLOCK_KEY%u: %s", d->id, ds_block,
                             esp_err_to_name(r));
-        r = check_ds_matches_cert(e, ds_block, &ds, cert, err, errlen);
+        r = check_device_ds(pc, pool_key, e, ds_block, &ds, cert, err, errlen);
         if (r < 0)
                 return r;
 
@@ -337,15 +424,18 @@ static int provision_one(const Plan *p, const FleetDeviceEntry *d, char *err, si
         }
         flash = flash_close(flash);
 
-        r = efuse_save(e, efuse_path);
+        /* No fsync here: commit_batch() makes the whole directory durable
+         * before it gets its name. */
+        efuse_to_bytes(e, efuse_bytes);
+        r = write_file_new(efuse_path, efuse_bytes, sizeof efuse_bytes, 0600);
+        explicit_bzero(efuse_bytes, sizeof efuse_bytes);
         if (r < 0)
-                return errf(err, errlen, r, "%s: cannot write: %s", efuse_path, esp_err_to_name(r));
-        r = write_file_atomic(cert_path, pem, pem_len, 0644);
+                return errf(err, errlen, r, "%s: cannot write: %s", efuse_path, strerror(-r));
+        r = write_file_new(cert_path, pem, pem_len, 0644);
         if (r < 0)
                 return errf(err, errlen, r, "%s: cannot write: %s", cert_path, strerror(-r));
-        /* Complete: make it visible under its name. */
-        if (chmod(tmp, 0755) < 0 || rename(tmp, final) < 0)
-                return errf(err, errlen, -errno, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+        if (chmod(tmp, 0755) < 0)
+                return errf(err, errlen, -errno, "%s: cannot chmod: %s", tmp, strerror(errno));
         return 0;
 
 fail:
@@ -580,25 +670,111 @@ static void mark_existing_dirs(Fleet *f, uint8_t *taken) {
         closedir(d);
 }
 
-/* Worker: provisions todo[i] for i = w, w + jobs, … and reports each result
- * on `fd` as "ok INDEX\n" or "err MESSAGE\n". */
+static int write_all(int fd, const char *buf, size_t len) {
+        while (len > 0) {
+                ssize_t k = write(fd, buf, len);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                buf += k;
+                len -= (size_t) k;
+        }
+        return 0;
+}
+
+/* Makes a batch of finished devices durable with one syncfs() for all their
+ * files, then renames each <id>.tmp to <id>: a device dir exists under its
+ * name only when it is complete, also after a power cut, and an interrupted
+ * run leaves at most .tmp dirs, which the next run removes. Reports
+ * "ok I\n" on `fd` for each device renamed. */
+static int commit_batch(const Plan *p, const FleetDeviceEntry *todo, const size_t *batch, size_t nb, int fd,
+                        char *err, size_t errlen) {
+        char lines[BATCH_MAX * 24];
+        size_t len = 0;
+        int r = 0;
+
+        if (nb == 0)
+                return 0;
+        if (syncfs(p->devices_fd) < 0)
+                return errf(err, errlen, -errno, "%s/" FLEET_DEVICES_DIR ": syncfs: %s", fleet_path(p->fleet),
+                            strerror(errno));
+        for (size_t k = 0; k < nb; k++) {
+                const FleetDeviceEntry *d = &todo[batch[k]];
+                _cleanup_free_ char *final = fleet_device_dir(p->fleet, d->id), *tmp = NULL;
+
+                if (!final || asprintf(&tmp, "%s.tmp", final) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
+                if (rename(tmp, final) < 0) {
+                        r = errf(err, errlen, -errno, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+                        break;
+                }
+                len += (size_t) snprintf(lines + len, sizeof lines - len, "ok %zu\n", batch[k]);
+        }
+        if (write_all(fd, lines, len) < 0)
+                _exit(2);
+        return r;
+}
+
+static void report_error(int fd, const FleetDeviceEntry *d, int r, const char *err) {
+        char line[700];
+        int len;
+
+        if (d)
+                len = snprintf(line, sizeof line, "err device %u '%s': %s\n", d->index, d->id,
+                               *err ? err : esp_err_to_name(r));
+        else
+                len = snprintf(line, sizeof line, "err %s\n", *err ? err : esp_err_to_name(r));
+        if (write_all(fd, line, (size_t) MIN(len, (int) sizeof line - 1)) < 0)
+                _exit(2);
+}
+
+/* Worker: provisions todo[i] for i = w, w + jobs, … and reports on `fd`
+ * "ok INDEX\n" per device made visible, "err MESSAGE\n" on the first failure. */
 _noreturn_ static void worker_main(const Plan *p, const FleetDeviceEntry *todo, size_t n, unsigned w, unsigned jobs,
                                    int fd) {
+        PoolCheck *checks = NULL;
+        size_t batch[BATCH_MAX], nb = 0;
+        uint64_t batch_start = 0;
         int status = 0;
-        for (size_t i = w; i < n; i += jobs) {
-                char err[512] = "", line[600];
-                int r = provision_one(p, &todo[i], err, sizeof err), len;
-                if (r < 0) {
-                        len = snprintf(line, sizeof line, "err device %u '%s': %s\n", todo[i].index, todo[i].id,
-                                       *err ? err : esp_err_to_name(r));
-                        status = 1;
-                } else
-                        len = snprintf(line, sizeof line, "ok %zu\n", i);
-                if (write(fd, line, (size_t) MIN(len, (int) sizeof line - 1)) < 0)
-                        _exit(2);
-                if (r < 0)
-                        break;
+
+        if (p->n_pool > 0 && !(checks = calloc(p->n_pool, sizeof *checks))) {
+                report_error(fd, NULL, -ENOMEM, "");
+                _exit(1);
         }
+        for (size_t i = w; i < n; i += jobs) {
+                char err[512] = "";
+                int r = provision_one(p, checks, &todo[i], err, sizeof err);
+
+                if (r >= 0) {
+                        if (nb == 0)
+                                batch_start = now_usec();
+                        batch[nb++] = i;
+                }
+                if (r < 0 || nb == BATCH_MAX || i + jobs >= n || now_usec() - batch_start >= BATCH_USEC) {
+                        char cerr[512] = "";
+                        int q = commit_batch(p, todo, batch, nb, fd, cerr, sizeof cerr);
+                        nb = 0;
+                        if (q < 0) {
+                                report_error(fd, NULL, q, cerr);
+                                status = 1;
+                                break;
+                        }
+                }
+                if (r < 0) {
+                        report_error(fd, &todo[i], r, err);
+                        status = 1;
+                        break;
+                }
+        }
+        if (checks)
+                explicit_bzero(checks, p->n_pool * sizeof *checks);
+        free(checks);
+        for (unsigned i = 0; p->pool && i < p->n_pool; i++)
+                EVP_PKEY_free(p->pool[i]);
         _exit(status);
 }
 
@@ -609,24 +785,56 @@ typedef struct WorkerPipe {
         size_t len;
 } WorkerPipe;
 
-static void handle_line(char *line, bool *done, size_t n, char *err, size_t errlen, int *r) {
-        if (strneq(line, "ok ", 3)) {
-                unsigned long i = strtoul(line + 3, NULL, 10);
-                if (i < n)
-                        done[i] = true;
-        } else if (strneq(line, "err ", 4) && *r >= 0) {
-                *r = errf(err, errlen, -EIO, "%s", line + 4);
-        }
+/* The renames of finished devices must be on disk before manifest.csv
+ * names them; then the manifest is rewritten atomically. */
+static int flush_manifest(const Plan *p, const FleetDeviceEntry *fresh, size_t *n_fresh, char *err, size_t errlen) {
+        int r;
+
+        if (*n_fresh == 0)
+                return 0;
+        if (fsync(p->devices_fd) < 0)
+                return errf(err, errlen, -errno, "%s/" FLEET_DEVICES_DIR ": fsync: %s", fleet_path(p->fleet),
+                            strerror(errno));
+        r = fleet_add_devices(p->fleet, fresh, *n_fresh);
+        if (r < 0)
+                return errf(err, errlen, r, "%s/" FLEET_MANIFEST_FILE ": cannot update: %s", fleet_path(p->fleet),
+                            esp_err_to_name(r));
+        *n_fresh = 0;
+        return 0;
 }
 
-static int run_workers(const Plan *p, const FleetDeviceEntry *todo, size_t n, unsigned jobs, bool *done,
-                       char *err, size_t errlen) {
-        _cleanup_free_ WorkerPipe *w = calloc(jobs, sizeof *w);
-        _cleanup_free_ struct pollfd *pfd = calloc(jobs, sizeof *pfd);
-        unsigned open_fds = 0;
-        int r = 0;
+static void progress_draw(size_t done, size_t total, uint64_t t0) {
+        char line[160];
 
-        if (!w || !pfd)
+        progress_format(line, sizeof line, done, total, (double) (now_usec() - t0) / 1e6, PROGRESS_BAR);
+        fprintf(stderr, "\r%s\033[K", line);
+        fflush(stderr);
+}
+
+static void stop_workers(const WorkerPipe *w, unsigned jobs) {
+        for (unsigned i = 0; i < jobs; i++)
+                if (w[i].pid > 0)
+                        (void) kill(w[i].pid, SIGTERM);
+}
+
+/* Runs the workers, lists each finished device in manifest.csv within
+ * MANIFEST_FLUSH_USEC, draws the progress bar, and on SIGINT/SIGTERM (read
+ * from `sigfd`) stops the workers and keeps what they finished. Returns 0 or
+ * the first error; *ret_done = devices listed. */
+static int run_workers(const Plan *p, const FleetDeviceEntry *todo, size_t n, unsigned jobs, int sigfd,
+                       size_t *ret_done, char *err, size_t errlen) {
+        _cleanup_free_ WorkerPipe *w = calloc(jobs, sizeof *w);
+        _cleanup_free_ struct pollfd *pfd = calloc(jobs + 1, sizeof *pfd);
+        _cleanup_free_ FleetDeviceEntry *fresh = calloc(n, sizeof *fresh);
+        _cleanup_free_ bool *done = calloc(n, sizeof *done);
+        size_t n_fresh = 0, n_done = 0;
+        uint64_t t0 = now_usec(), last_flush = t0, last_draw = 0;
+        bool progress = p->o->progress && !p->o->quiet, stopping = false;
+        unsigned open_fds = 0;
+        pid_t parent = getpid();
+        int r = 0, q;
+
+        if (!w || !pfd || !fresh || !done)
                 return -ENOMEM;
         fflush(stdout);
         fflush(stderr);
@@ -646,22 +854,50 @@ static int run_workers(const Plan *p, const FleetDeviceEntry *todo, size_t n, un
                         break;
                 }
                 if (w[i].pid == 0) {
+                        /* Die with the parent, and by SIGINT/SIGTERM as usual:
+                         * a device in the making is only a .tmp dir. */
+                        (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+                        if (getppid() != parent)
+                                _exit(1);
+                        close(sigfd);
                         close(fds[0]);
+                        for (unsigned k = 0; k < i; k++)
+                                close(w[k].fd);
+                        (void) sigprocmask(SIG_SETMASK, &p->saved_mask, NULL);
                         worker_main(p, todo, n, i, jobs, fds[1]);
                 }
                 close(fds[1]);
                 w[i].fd = fds[0];
                 open_fds++;
         }
+        if (r < 0)
+                stop_workers(w, jobs);
+        if (progress)
+                progress_draw(0, n, t0);
 
         while (open_fds > 0) {
+                uint64_t now;
+                int timeout = (int) ((progress ? PROGRESS_USEC : MANIFEST_FLUSH_USEC) / 1000);
+
                 for (unsigned i = 0; i < jobs; i++)
                         pfd[i] = (struct pollfd) { .fd = w[i].fd, .events = POLLIN };
-                if (poll(pfd, jobs, -1) < 0) {
+                pfd[jobs] = (struct pollfd) { .fd = sigfd, .events = POLLIN };
+                if (poll(pfd, jobs + 1, timeout) < 0) {
                         if (errno == EINTR)
                                 continue;
                         r = -errno;
+                        stop_workers(w, jobs);
                         break;
+                }
+                if (pfd[jobs].revents & POLLIN) {
+                        struct signalfd_siginfo si;
+                        if (read(sigfd, &si, sizeof si) == (ssize_t) sizeof si && !stopping) {
+                                stopping = true;
+                                if (r >= 0)
+                                        r = errf(err, errlen, -EINTR, "interrupted by SIG%s",
+                                                 sigabbrev_np((int) si.ssi_signo));
+                                stop_workers(w, jobs);
+                        }
                 }
                 for (unsigned i = 0; i < jobs; i++) {
                         ssize_t k;
@@ -678,13 +914,36 @@ static int run_workers(const Plan *p, const FleetDeviceEntry *todo, size_t n, un
                         w[i].len += (size_t) k;
                         w[i].buf[w[i].len] = 0;
                         while ((nl = strchr(w[i].buf, '\n'))) {
+                                char *line = w[i].buf;
                                 *nl = 0;
-                                handle_line(w[i].buf, done, n, err, errlen, &r);
+                                if (strneq(line, "ok ", 3)) {
+                                        unsigned long x = strtoul(line + 3, NULL, 10);
+                                        if (x < n && !done[x]) {
+                                                done[x] = true;
+                                                fresh[n_fresh++] = todo[x];
+                                                n_done++;
+                                        }
+                                } else if (strneq(line, "err ", 4) && r >= 0)
+                                        r = errf(err, errlen, -EIO, "%s", line + 4);
                                 w[i].len -= (size_t) (nl + 1 - w[i].buf);
                                 memmove(w[i].buf, nl + 1, w[i].len + 1);
                         }
                         if (w[i].len == sizeof w[i].buf - 1)
                                 w[i].len = 0;   /* an over-long line: drop it */
+                }
+
+                now = now_usec();
+                if (now - last_flush >= MANIFEST_FLUSH_USEC) {
+                        q = flush_manifest(p, fresh, &n_fresh, err, errlen);
+                        if (q < 0 && r >= 0) {
+                                r = q;
+                                stop_workers(w, jobs);
+                        }
+                        last_flush = now;
+                }
+                if (progress && now - last_draw >= PROGRESS_USEC) {
+                        progress_draw(n_done, n, t0);
+                        last_draw = now;
                 }
         }
         for (unsigned i = 0; i < jobs; i++) {
@@ -693,6 +952,84 @@ static int run_workers(const Plan *p, const FleetDeviceEntry *todo, size_t n, un
                     !(WIFEXITED(status) && WEXITSTATUS(status) == 0) && r >= 0)
                         r = errf(err, errlen, -EIO, "provisioning worker %d %s", (int) w[i].pid,
                                  WIFSIGNALED(status) ? "was killed by a signal" : "failed");
+        }
+        /* Whatever was completed is listed, even after a failure, so that a
+         * re-run only adds what is still missing. */
+        q = flush_manifest(p, fresh, &n_fresh, err, errlen);
+        if (q < 0 && r >= 0)
+                r = q;
+        if (progress) {
+                fputs("\r\033[K", stderr);
+                fflush(stderr);
+        }
+        *ret_done = n_done - n_fresh;
+        return r;
+}
+
+/* --key-pool: the pool's keys, made by up to `jobs` threads before the
+ * workers are forked (they inherit them). */
+typedef struct PoolJob {
+        EVP_PKEY **keys;
+        const unsigned *slots;          /* the slots to fill */
+        size_t n_slots, first, step;
+        unsigned bits;
+        int r;
+} PoolJob;
+
+static void *pool_thread(void *userdata) {
+        PoolJob *j = userdata;
+
+        for (size_t i = j->first; i < j->n_slots; i += j->step)
+                if (!(j->keys[j->slots[i]] = EVP_RSA_gen(j->bits))) {
+                        j->r = -EIO;
+                        break;
+                }
+        return NULL;
+}
+
+/* Generates the pool keys that the devices of `todo` use. */
+static int pool_generate(Plan *p, const FleetDeviceEntry *todo, size_t n, unsigned jobs, char *err, size_t errlen) {
+        unsigned k = p->o->key_pool;
+        _cleanup_free_ unsigned *slots = calloc(MIN((size_t) k, n), sizeof *slots);
+        _cleanup_free_ bool *used = calloc(k, sizeof *used);
+        _cleanup_free_ PoolJob *job = NULL;
+        _cleanup_free_ pthread_t *tid = NULL;
+        size_t n_slots = 0, n_threads;
+        int r = 0;
+
+        if (!slots || !used)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (!used[todo[i].index % k]) {
+                        used[todo[i].index % k] = true;
+                        slots[n_slots++] = todo[i].index % k;
+                }
+        p->pool = calloc(k, sizeof *p->pool);
+        if (!p->pool)
+                return -ENOMEM;
+        p->n_pool = k;
+
+        n_threads = MIN((size_t) jobs, n_slots);
+        job = calloc(n_threads, sizeof *job);
+        tid = calloc(n_threads, sizeof *tid);
+        if (!job || !tid)
+                return -ENOMEM;
+        for (size_t t = 0; t < n_threads; t++) {
+                int q;
+                job[t] = (PoolJob) { .keys = p->pool, .slots = slots, .n_slots = n_slots, .first = t,
+                                     .step = n_threads, .bits = p->conf.rsa_bits };
+                q = pthread_create(&tid[t], NULL, pool_thread, &job[t]);
+                if (q != 0) {
+                        r = errf(err, errlen, -q, "cannot start a key generation thread: %s", strerror(q));
+                        n_threads = t;
+                        break;
+                }
+        }
+        for (size_t t = 0; t < n_threads; t++) {
+                (void) pthread_join(tid[t], NULL);
+                if (job[t].r < 0 && r >= 0)
+                        r = errf(err, errlen, job[t].r, "RSA-%u key generation for the key pool failed",
+                                 p->conf.rsa_bits);
         }
         return r;
 }
@@ -752,16 +1089,89 @@ static int load_replay(Plan *p, char *err, size_t errlen) {
         return 0;
 }
 
+/* Takes FLEET/devices (created if missing) for this run: one provisioning
+ * at a time per fleet, since a run removes the .tmp dirs it finds. The
+ * workers share the lock; it goes away with the last of them. */
+static int lock_devices_dir(Plan *p, char *err, size_t errlen) {
+        _cleanup_free_ char *dir = fleet_file(p->fleet, FLEET_DEVICES_DIR);
+
+        if (!dir)
+                return -ENOMEM;
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return errf(err, errlen, -errno, "%s: cannot create: %s", dir, strerror(errno));
+        p->devices_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (p->devices_fd < 0)
+                return errf(err, errlen, -errno, "%s: cannot open: %s", dir, strerror(errno));
+        if (flock(p->devices_fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno == EWOULDBLOCK)
+                        return errf(err, errlen, -EBUSY, "%s: another 'espfleet provision' is working on this fleet",
+                                    fleet_path(p->fleet));
+                return errf(err, errlen, -errno, "%s: cannot lock: %s", dir, strerror(errno));
+        }
+        return 0;
+}
+
+static bool id_taken(const uint8_t *taken, const uint8_t mac[FLEET_MAC_LEN]) {
+        uint32_t low = (uint32_t) mac[3] << 16 | (uint32_t) mac[4] << 8 | mac[5];
+        return taken[low >> 3] & (1u << (low & 7));
+}
+
+static bool device_dir_complete(Fleet *f, const char *id) {
+        static const char *const files[] = { FLEET_DEVICE_EFUSE_FILE, FLEET_DEVICE_FLASH_FILE, FLEET_DEVICE_CERT_FILE };
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                _cleanup_free_ char *path = fleet_device_file(f, id, files[i]);
+                struct stat st;
+                if (!path || stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+                        return false;
+        }
+        return true;
+}
+
+/* Devices an interrupted run made visible but had not listed yet (it is
+ * killed between a rename and the next manifest update): the plan it wrote
+ * before starting, FLEET_PENDING_FILE, names their index. A device dir
+ * under its final name is complete (commit_batch()); a planned device with
+ * no dir is simply made anew. Returns the number adopted. */
+static int adopt_pending(Plan *p, char *err, size_t errlen) {
+        _cleanup_free_ char *path = fleet_file(p->fleet, FLEET_PENDING_FILE);
+        _cleanup_free_ FleetDeviceEntry *e = NULL;
+        _cleanup_free_ uint8_t *listed = NULL;
+        size_t n = 0, k = 0;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        if (access(path, F_OK) < 0)
+                return errno == ENOENT ? 0 : errf(err, errlen, -errno, "%s: %s", path, strerror(errno));
+        r = fleet_manifest_parse(path, &e, &n, err, errlen);
+        if (r < 0)
+                return r;
+        listed = calloc(1u << 21, 1);
+        if (!listed)
+                return -ENOMEM;
+        for (size_t i = 0; i < fleet_n_devices(p->fleet); i++)
+                mark_taken(listed, fleet_device_entry(p->fleet, i)->mac);
+        for (size_t i = 0; i < n; i++)
+                if (!fleet_find_index(p->fleet, e[i].index) && !id_taken(listed, e[i].mac) &&
+                    device_dir_complete(p->fleet, e[i].id))
+                        e[k++] = e[i];
+        r = flush_manifest(p, e, &k, err, errlen);
+        if (r < 0)
+                return r;
+        return (int) k;
+}
+
 int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
         _cleanup_(fleet_freep) Fleet *f = NULL;
         _cleanup_(pki_freep) Pki *pki = NULL;
         _cleanup_free_ FleetDeviceEntry *todo = NULL;
         _cleanup_free_ uint8_t *taken = NULL;
-        _cleanup_free_ bool *done = NULL;
-        _cleanup_free_ char *conf_path = NULL;
-        Plan p = { .o = o };
+        _cleanup_free_ char *conf_path = NULL, *pending_path = NULL;
+        Plan p = { .o = o, .devices_fd = -EBADF };
         FleetConfig conf;
         size_t n = 0, n_done = 0;
+        sigset_t mask;
+        int sigfd = -EBADF;
         unsigned jobs;
         int r;
 
@@ -774,6 +1184,8 @@ int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
                             o->first_index, o->count, FLEET_INDEX_MAX);
         if ((o->private_key || o->secure_cert) && o->count != 1)
                 return errf(err, errlen, -EINVAL, "replaying a device (--private-key, --secure-cert) needs --count 1");
+        if ((o->private_key || o->secure_cert) && o->key_pool > 0)
+                return errf(err, errlen, -EINVAL, "--key-pool makes new keys; a replay (--private-key, --secure-cert) brings its own");
         if (o->private_key && o->secure_cert)
                 return errf(err, errlen, -EINVAL, "--private-key and --secure-cert exclude each other");
         if (!o->secure_cert != !o->hmac_key)
@@ -805,6 +1217,9 @@ int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
         if ((int) p.chip < 0)
                 return errf(err, errlen, -EINVAL, "chip '%s' is not supported", conf.chip);
 
+        r = lock_devices_dir(&p, err, errlen);
+        if (r < 0)
+                goto out;
         r = load_replay(&p, err, errlen);
         if (r < 0)
                 goto out;
@@ -821,6 +1236,13 @@ int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
         if (r < 0)
                 goto out;
 
+        /* What an interrupted run left: half-made devices go, finished
+         * ones that it had not listed yet are listed. */
+        remove_tmp_dirs(f);
+        r = adopt_pending(&p, err, errlen);
+        if (r < 0)
+                goto out;
+
         /* Which devices are missing? */
         taken = calloc(1u << 21, 1);
         todo = calloc(o->count, sizeof *todo);
@@ -830,7 +1252,6 @@ int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
         }
         for (size_t i = 0; i < fleet_n_devices(f); i++)
                 mark_taken(taken, fleet_device_entry(f, i)->mac);
-        remove_tmp_dirs(f);
         mark_existing_dirs(f, taken);
         for (unsigned k = 0; k < o->count; k++) {
                 unsigned index = o->first_index + k;
@@ -845,16 +1266,14 @@ int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
                 fleet_id_from_mac(todo[n].mac, todo[n].id);
                 n++;
         }
-        if (n == 0) {
-                r = 0;
+        pending_path = fleet_file(f, FLEET_PENDING_FILE);
+        if (!pending_path) {
+                r = -ENOMEM;
                 goto out;
         }
-
-        /* Write fleet.conf now that the settings are final (a replay may
-         * have set the key block). */
-        r = fleet_config_save(conf_path, &p.conf);
-        if (r < 0) {
-                errf(err, errlen, r, "%s: cannot write: %s", conf_path, strerror(-r));
+        if (n == 0) {
+                (void) unlink(pending_path);
+                r = 0;
                 goto out;
         }
 
@@ -864,26 +1283,42 @@ int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
                 jobs = cpus > 0 ? (unsigned) cpus : 1;
         }
         jobs = (unsigned) MIN((size_t) jobs, n);
-        done = calloc(n, sizeof *done);
-        if (!done) {
-                r = -ENOMEM;
+        if (o->key_pool > 0) {
+                r = pool_generate(&p, todo, n, jobs, err, errlen);
+                if (r < 0)
+                        goto out;
+        }
+
+        /* Write fleet.conf now that the settings are final (a replay may
+         * have set the key block), and the plan, so that the next run can
+         * list what this one finishes but does not get to list. */
+        r = fleet_config_save(conf_path, &p.conf);
+        if (r < 0) {
+                errf(err, errlen, r, "%s: cannot write: %s", conf_path, strerror(-r));
                 goto out;
         }
-        r = run_workers(&p, todo, n, jobs, done, err, errlen);
-
-        /* Record whatever was completed, even after a failure, so a re-run
-         * only adds what is still missing. */
-        for (size_t i = 0; i < n; i++)
-                if (done[i])
-                        todo[n_done++] = todo[i];
-        if (n_done > 0) {
-                int q = fleet_add_devices(f, todo, n_done);
-                if (q < 0 && r >= 0)
-                        r = errf(err, errlen, q, "%s/" FLEET_MANIFEST_FILE ": cannot update: %s", o->fleet_dir,
-                                 esp_err_to_name(q));
+        r = fleet_manifest_write(pending_path, todo, n);
+        if (r < 0) {
+                errf(err, errlen, r, "%s: cannot write: %s", pending_path, strerror(-r));
+                goto out;
         }
-        if (r >= 0)
+
+        /* SIGINT/SIGTERM stop the run in order (run_workers()). */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        if (sigprocmask(SIG_BLOCK, &mask, &p.saved_mask) < 0 ||
+            (sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
+                r = errf(err, errlen, -errno, "signalfd: %s", strerror(errno));
+                goto out;
+        }
+        r = run_workers(&p, todo, n, jobs, sigfd, &n_done, err, errlen);
+        close(sigfd);
+        (void) sigprocmask(SIG_SETMASK, &p.saved_mask, NULL);
+        if (r >= 0) {
+                (void) unlink(pending_path);
                 r = (int) n_done;
+        }
 out:
         plan_done(&p);
         return r;

@@ -30,15 +30,22 @@ typedef struct ProvisionOptions {
         const char *firmware_version; /* NULL = "1.0.0" */
         unsigned jobs;                /* worker processes; 0 = number of CPUs */
         unsigned rsa_bits;            /* 0 = 2048 */
+        unsigned key_pool;            /* 0 = a key per device; K = K keys shared by the devices (index mod K),
+                                       * generated at the start, in memory only: for load tests */
         /* Replays of a real device (count must be 1): */
         const char *private_key;      /* PEM RSA key, like configure_ds.py --private-key */
         const char *secure_cert;      /* esp_secure_cert partition binary (--keep_ds_data_on_host) */
         const char *hmac_key;         /* its 32-byte HMAC key file */
         bool quiet;
+        bool progress;                /* progress bar on stderr (the caller checks that it is a TTY) */
 } ProvisionOptions;
 
 void provision_options_init(ProvisionOptions *o);
 
-/* Provisions the missing devices; existing ones are kept. Returns the number
- * of devices created (>= 0) or a negative errno with err filled. */
+/* Provisions the missing devices; existing ones are kept. Each finished
+ * device is listed in manifest.csv within a second; an interrupted run
+ * (SIGINT/SIGTERM: -EINTR; or killed) leaves no half-made device visible,
+ * and the next run removes its leftovers, lists what it finished and makes
+ * the rest. Returns the number of devices created (>= 0) or a negative
+ * errno with err filled. */
 int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen);
