@@ -95,4 +95,7 @@ grep -q "fleet.cache" "$T/der.scan" || fail "traditional DER key not reported"
 if ! scan_for_keys "$T/fleet"; then fail "the provisioned fleet holds a private key"; fi
 n=$(find "$T/fleet" -type f | wc -l)
 [ "$n" -ge 10 ] || fail "only $n files scanned"
+# Nor in a fleet on a shared key pool (the pool lives in memory only).
+"$ESPFLEET" provision "$T/pool" --pki "$T/pki" --count 6 --key-pool 2 --jobs 2 >/dev/null
+if ! scan_for_keys "$T/pool"; then fail "a --key-pool fleet holds a private key"; fi
 echo "ok: $n files of a provisioned fleet hold no private key; planted PEM/DER keys are detected"
