@@ -48,7 +48,8 @@
 // Result, one line on stdout at the end:
 //   peer: n=N online=… secs=… rate=… cpu_ms_per_client=… rss_kib_per_client=…
 //         failures=… timeouts=… held=… hold_s=… rss_base_kib=… cpu_hold_ms=…
-//         loop_delay_p99_ms=… offered_rate=… attempts=…
+//         loop_delay_p99_ms=… offered_rate=… attempts=… heap_used_mib=…
+//         heap_limit_mib=…
 //   online              clients online at the end of the connect phase
 //   secs                start of the first connect -> the N-th online (or the
 //                       timeout); rate = online / secs
@@ -61,6 +62,8 @@
 //                       is the part that hit --attempt-timeout
 //   held                clients still connected after the hold
 //   loop_delay_p99_ms   event-loop delay p99 over the connect phase
+//   heap_used_mib       V8 heap in use after the hold, next to V8's limit
+//                       (heap_limit_mib; node --max-old-space-size raises it)
 // Exit status: 0 when all N came online, 1 when not, 2 on bad usage.
 
 'use strict';
@@ -68,6 +71,7 @@
 const fs = require('fs');
 const path = require('path');
 const { performance, monitorEventLoopDelay } = require('perf_hooks');
+const heapLimit = require('v8').getHeapStatistics().heap_size_limit;
 const mqtt = require('mqtt');
 
 const VERSION = '1.0.0';
@@ -386,7 +390,8 @@ function finish() {
     clearInterval(progressTimer);
   const secs = (tEnd - t0) / 1000;
   const held = clients.filter((c) => c.state === S_ONLINE && c.mqtt && c.mqtt.connected).length;
-  const rss = process.memoryUsage().rss;
+  const mem = process.memoryUsage();
+  const rss = mem.rss;
   const cpuAll = process.cpuUsage(cpu0);
   const cpuConnMs = (cpuConnect.user + cpuConnect.system) / 1000;
   const cpuHoldMs = (cpuAll.user + cpuAll.system) / 1000 - cpuConnMs;
@@ -397,7 +402,8 @@ function finish() {
     `cpu_ms_per_client=${f(onlineAtEnd ? cpuConnMs / onlineAtEnd : 0, 3)} ` +
     `rss_kib_per_client=${f(held ? rss / 1024 / held : 0, 1)} failures=${st.failures} timeouts=${st.timeouts} ` +
     `held=${held} hold_s=${opt.hold} rss_base_kib=${Math.round(rssBase / 1024)} cpu_hold_ms=${f(cpuHoldMs, 0)} ` +
-    `loop_delay_p99_ms=${f(loopDelay.percentile(99) / 1e6, 1)} offered_rate=${opt.rate} attempts=${st.attempts}\n`);
+    `loop_delay_p99_ms=${f(loopDelay.percentile(99) / 1e6, 1)} offered_rate=${opt.rate} attempts=${st.attempts} ` +
+    `heap_used_mib=${f(mem.heapUsed / 2 ** 20, 1)} heap_limit_mib=${f(heapLimit / 2 ** 20, 0)}\n`);
   // Clean DISCONNECTs (no will), bounded: exit whatever the broker does.
   let open = 0;
   const exitCode = onlineAtEnd === N ? 0 : 1;
