@@ -29,7 +29,7 @@ top=$(cd "$here/../.." && pwd)
 
 die() { echo "run-peer: $*" >&2; exit 2; }
 
-pki= n= rate=200 hold=10 host=127.0.0.1 port=8883 certs= keys=16
+pki='' n='' rate=200 hold=10 host=127.0.0.1 port=8883 certs='' keys=16
 while [ $# -gt 0 ]; do
         case $1 in
         --pki) pki=${2:?}; shift 2 ;;
@@ -45,7 +45,9 @@ while [ $# -gt 0 ]; do
         *) die "unknown option '$1' (peer.js options go after --)" ;;
         esac
 done
-[ -n "$pki" ] && [ -f "$pki/ca.crt" ] || die "--pki PKI (a dir made by espfleet pki init) is required"
+if [ -z "$pki" ] || [ ! -f "$pki/ca.crt" ]; then
+        die "--pki PKI (a dir made by espfleet pki init) is required"
+fi
 [[ $n =~ ^[1-9][0-9]*$ ]] || die "--n N (a positive integer) is required"
 certs=${certs:-$(cd "$pki/.." && pwd)/peer-certs}
 
@@ -53,8 +55,11 @@ command -v node >/dev/null || die "node is not installed (the peer is MQTT.js on
 
 # 1. certificates, reused when the cache has enough from this PKI's CA
 cache_count() {
-        [ -f "$certs/certs.conf" ] && cmp -s "$certs/ca.crt" "$pki/ca.crt" || { echo 0; return; }
-        sed -n 's/^count=\([0-9][0-9]*\)$/\1/p' "$certs/certs.conf"
+        local c=''
+        if [ -f "$certs/certs.conf" ] && cmp -s "$certs/ca.crt" "$pki/ca.crt"; then
+                c=$(sed -n 's/^count=\([0-9][0-9]*\)$/\1/p' "$certs/certs.conf")
+        fi
+        echo "${c:-0}"
 }
 if [ "$(cache_count)" -lt "$n" ]; then
         bc=${BENCH_CERTS:-}
