@@ -51,6 +51,30 @@ static void sector_set_allocated(Flash *f, uint32_t s, bool b) {
                 f->allocated[s / 64] &= ~(UINT64_C(1) << (s % 64));
 }
 
+/* The image's fd, reopened by path after flash_release_fd(). */
+static int flash_fd(Flash *f) {
+        if (f->fd >= 0)
+                return f->fd;
+        f->fd = open(f->path, (f->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
+        if (f->fd < 0) {
+                int r = -errno;
+                f->fd = -EBADF;
+                return r;
+        }
+        return f->fd;
+}
+
+void flash_release_fd(Flash *f) {
+        if (f && f->fd >= 0) {
+                close(f->fd);
+                f->fd = -EBADF;
+        }
+}
+
+bool flash_holds_fd(const Flash *f) {
+        return f && f->fd >= 0;
+}
+
 static int flash_scan_holes(Flash *f) {
         off_t pos = 0;
 
@@ -184,6 +208,8 @@ static int check_range(const Flash *f, uint32_t addr, size_t len) {
 /* Reads without bounds checks: runs of allocated sectors are one pread each,
  * holes are filled with 0xFF. */
 static int flash_read_raw(Flash *f, uint32_t addr, uint8_t *buf, size_t len) {
+        int fd = -EBADF;
+
         while (len > 0) {
                 uint32_t s = addr / FLASH_SECTOR_SIZE;
                 bool alloc = sector_allocated(f, s);
@@ -195,7 +221,9 @@ static int flash_read_raw(Flash *f, uint32_t addr, uint8_t *buf, size_t len) {
                 size_t n = (size_t) MIN(end - addr, (uint64_t) len);
 
                 if (alloc) {
-                        int r = pread_full(f->fd, buf, n, addr);
+                        if (fd < 0 && (fd = flash_fd(f)) < 0)
+                                return fd;
+                        int r = pread_full(fd, buf, n, addr);
                         if (r < 0)
                                 return r;
                 } else
@@ -245,11 +273,15 @@ static bool flash_power_tick(Flash *f) {
 static int flash_materialise(Flash *f, uint32_t s, bool skip_self) {
         static const uint8_t ff[FLASH_SECTOR_SIZE] = { [0 ... FLASH_SECTOR_SIZE - 1] = 0xFF };
         uint32_t first = s / f->granule * f->granule;
+        int fd = flash_fd(f);
+
+        if (fd < 0)
+                return fd;
 
         for (uint32_t i = first; i < first + f->granule && i < f->n_sectors; i++) {
                 if (sector_allocated(f, i) || (skip_self && i == s))
                         continue;
-                int r = pwrite_full(f->fd, ff, FLASH_SECTOR_SIZE, (off_t) i * FLASH_SECTOR_SIZE);
+                int r = pwrite_full(fd, ff, FLASH_SECTOR_SIZE, (off_t) i * FLASH_SECTOR_SIZE);
                 if (r < 0)
                         return r;
                 sector_set_allocated(f, i, true);
@@ -259,6 +291,10 @@ static int flash_materialise(Flash *f, uint32_t s, bool skip_self) {
 
 /* Stores bytes without NOR checks: the caller made sure they only clear bits. */
 static int flash_store(Flash *f, uint32_t addr, const uint8_t *data, size_t len) {
+        int fd = flash_fd(f);
+
+        if (fd < 0)
+                return fd;
         while (len > 0) {
                 uint32_t s = addr / FLASH_SECTOR_SIZE;
                 uint32_t in_sector = addr % FLASH_SECTOR_SIZE;
@@ -266,7 +302,7 @@ static int flash_store(Flash *f, uint32_t addr, const uint8_t *data, size_t len)
                 int r;
 
                 if (sector_allocated(f, s))
-                        r = pwrite_full(f->fd, data, n, addr);
+                        r = pwrite_full(fd, data, n, addr);
                 else {
                         uint8_t sector[FLASH_SECTOR_SIZE];
 
@@ -274,7 +310,7 @@ static int flash_store(Flash *f, uint32_t addr, const uint8_t *data, size_t len)
                          * once, 0xFF around the new bytes. */
                         memset(sector, 0xFF, sizeof(sector));
                         memcpy(sector + in_sector, data, n);
-                        r = pwrite_full(f->fd, sector, sizeof(sector), (off_t) s * FLASH_SECTOR_SIZE);
+                        r = pwrite_full(fd, sector, sizeof(sector), (off_t) s * FLASH_SECTOR_SIZE);
                         if (r >= 0) {
                                 sector_set_allocated(f, s, true);
                                 r = flash_materialise(f, s, true);
@@ -342,10 +378,14 @@ int flash_write(Flash *f, uint32_t addr, const void *buf, size_t len) {
 static int flash_erase_sectors(Flash *f, uint32_t addr, size_t len) {
         static const uint8_t ff[FLASH_SECTOR_SIZE] = { [0 ... FLASH_SECTOR_SIZE - 1] = 0xFF };
         uint32_t first = addr / FLASH_SECTOR_SIZE, n = len / FLASH_SECTOR_SIZE;
+        int fd = flash_fd(f);
+
+        if (fd < 0)
+                return fd;
 
         if (f->can_punch) {
                 /* Erased flash is a hole again: it costs no disk. */
-                if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, addr, len) >= 0) {
+                if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, addr, len) >= 0) {
                         for (uint32_t s = first; s < first + n; s++)
                                 sector_set_allocated(f, s, false);
                         return 0;
@@ -358,7 +398,7 @@ static int flash_erase_sectors(Flash *f, uint32_t addr, size_t len) {
         for (uint32_t s = first; s < first + n; s++) {
                 if (!sector_allocated(f, s))
                         continue;
-                int r = pwrite_full(f->fd, ff, FLASH_SECTOR_SIZE, (off_t) s * FLASH_SECTOR_SIZE);
+                int r = pwrite_full(fd, ff, FLASH_SECTOR_SIZE, (off_t) s * FLASH_SECTOR_SIZE);
                 if (r < 0)
                         return r;
         }
@@ -397,7 +437,8 @@ int flash_erase(Flash *f, uint32_t addr, size_t len) {
                 if (part > 0 && sector_allocated(f, s)) {
                         uint8_t ff[FLASH_SECTOR_SIZE];
                         memset(ff, 0xFF, part);
-                        (void) pwrite_full(f->fd, ff, part, (off_t) s * FLASH_SECTOR_SIZE);
+                        if (flash_fd(f) >= 0)
+                                (void) pwrite_full(f->fd, ff, part, (off_t) s * FLASH_SECTOR_SIZE);
                 }
                 return -EIO;
         }
@@ -477,8 +518,8 @@ int flash_export(Flash *f, const char *path) {
 int flash_sync(Flash *f) {
         if (!f)
                 return -EINVAL;
-        if (f->read_only)
-                return 0;
+        if (f->read_only || f->fd < 0)
+                return 0; /* released: nothing written since the last close */
         return fdatasync(f->fd) < 0 ? -errno : 0;
 }
 

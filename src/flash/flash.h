@@ -39,6 +39,11 @@ static inline void flash_closep(Flash **f) {
         flash_close(*f);
 }
 
+/* Closes the image's fd while the flash is idle; the next access reopens
+ * it by path. A fleet of idle devices then holds no fd for its flash. */
+void flash_release_fd(Flash *f);
+bool flash_holds_fd(const Flash *f);
+
 uint32_t flash_size(const Flash *f);
 const char *flash_path(const Flash *f);
 
