@@ -10,6 +10,7 @@
 #include "basic/log.h"
 #include "basic/string-table.h"
 #include "sim/config.h"
+#include "sim/fd-budget.h"
 
 static const char *const tls_version_table[_TLS_VERSION_MAX] = {
         [TLS_VERSION_1_2] = "tlsv1.2",
@@ -162,8 +163,8 @@ static const ConfigItem config_items[] = {
           .comment = "number of devices to run; 0 = every device from first_device on" },
         { "workers", CONFIG_UINT, F(workers), "0", 0, 64,
           .comment = "worker processes, each with its own event loop; 0 = one per devices_per_worker devices" },
-        { "devices_per_worker", CONFIG_UINT, F(devices_per_worker_max), "4500", 1, 6500,
-          .comment = "devices per worker when workers = 0 (each costs ~4 fds of the 20,000-fd limit)" },
+        { "devices_per_worker", CONFIG_UINT, F(devices_per_worker_max), "0", 0, 1000000,
+          .comment = "devices per worker when workers = 0; 0 = as many as the open-file limit allows (1 fd each)" },
         { "worker_watchdog", CONFIG_UINT, F(worker_watchdog_s), "30", 2, 3600, .live = true,
           .comment = "seconds without a report (workers report every second) before a hung worker is killed and restarted" },
 
@@ -213,6 +214,8 @@ static const ConfigItem config_items[] = {
 
         { "ota.default_url", CONFIG_STRING, F(ota_default_url), "", .check = check_https_url_or_empty, .live = true,
           .comment = "firmware URL when use_url = 0 (CONFIG_EXAMPLE_FIRMWARE_UPGRADE_URL)" },
+        { "ota.max_concurrent", CONFIG_UINT, F(ota_max_concurrent), "256", 1, 4096,
+          .comment = "downloads running at a time in each worker; the others wait in arrival order (2 fds each)" },
         { "ota.allow_equal_version", CONFIG_BOOL, F(ota_allow_equal_version), "false", .live = true,
           .comment = "accept an image whose version equals the running one (tests only)" },
         { "ota.start_jitter_ms", CONFIG_UINT, F(ota_start_jitter_ms), "0", 0, 3600000, .live = true,
@@ -582,14 +585,10 @@ int daemon_config_load_string(DaemonConfig *c, const char *text, const char *nam
         return r;
 }
 
-unsigned daemon_config_workers_for(const DaemonConfig *c, unsigned n_devices) {
-        unsigned w = c->workers;
+int daemon_config_workers_for(const DaemonConfig *c, unsigned n_devices, unsigned nofile, char *err, size_t errlen) {
+        unsigned budget = fd_budget_devices(nofile, c->ota_max_concurrent);
 
-        if (w == 0)
-                w = (n_devices + c->devices_per_worker_max - 1) / c->devices_per_worker_max;
-        if (w > n_devices)
-                w = n_devices;
-        return MAX(w, 1u);
+        return fd_budget_workers(n_devices, c->workers, c->devices_per_worker_max, budget, err, errlen);
 }
 
 static void dump_value(FILE *f, const ConfigItem *it) {

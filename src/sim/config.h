@@ -58,6 +58,7 @@ typedef struct DaemonConfig {
 
         /* OTA */
         char *ota_default_url;           /* CONFIG_EXAMPLE_FIRMWARE_UPGRADE_URL equivalent */
+        unsigned ota_max_concurrent;     /* downloads per worker at a time; the others wait in line */
         bool ota_allow_equal_version;
         unsigned ota_start_jitter_ms;
         unsigned ota_confirm_timeout_s;  /* PENDING_VERIFY -> VALID must happen within this */
@@ -79,8 +80,11 @@ int daemon_config_load(DaemonConfig *c, const char *path, char *err, size_t errl
 /* Same, from a string (tests); `name` stands in for the file name. */
 int daemon_config_load_string(DaemonConfig *c, const char *text, const char *name, char *err, size_t errlen);
 
-/* Worker count after "0 = auto": ceil(devices / devices_per_worker_max), at least 1. */
-unsigned daemon_config_workers_for(const DaemonConfig *c, unsigned n_devices);
+/* Worker count for n_devices with `nofile` open files per process
+ * (fd-budget.h): `workers` if set, else ceil(devices / devices_per_worker),
+ * never more devices in one worker than its fd budget holds. -ERANGE with
+ * err filled when an explicit `workers` cannot hold the fleet. */
+int daemon_config_workers_for(const DaemonConfig *c, unsigned n_devices, unsigned nofile, char *err, size_t errlen);
 
 /* Writes the sample config (every key commented out at its default, one
  * comment each) to f: the source of etc/espfleet.conf. */

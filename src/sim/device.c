@@ -17,7 +17,6 @@
 #include "sim/device.h"
 #include "sim/esplog.h"
 #include "sim/keystore.h"
-#include "sim/manager-internal.h"
 #include "sim/payload.h"
 #include "sim/settings.h"
 
@@ -38,17 +37,19 @@ static const char *const device_state_table[_DEVICE_STATE_MAX] = {
 DEFINE_STRING_TABLE_LOOKUP(device_state, DeviceState);
 
 struct Device {
-        Manager *manager;               /* not owned */
+        const DeviceContext *ctx;       /* not owned */
         unsigned index;
         char id[FLEET_ID_MAX];
 
         DeviceState state;
+        bool in_transition;             /* device_enter_state() is running: queue, do not recurse */
+        bool has_queued_state;
+        DeviceState queued_state;
         sd_event_source *timer;         /* the current state's timer */
         sd_event_source *telemetry_timer;
 
         FleetDevice *fd;                /* loaded at the first boot */
         DeviceIdentity identity;
-        SSL_CTX *ssl_ctx;
         MqttClient *client;
         SettingsStore *settings_store;
         DeviceSettings settings;        /* as stored */
@@ -58,7 +59,8 @@ struct Device {
         uint64_t boot_usec;             /* CLOCK_MONOTONIC at the last reset */
         Backoff backoff;
         unsigned failures;              /* consecutive failed connection attempts */
-        bool waiting_slot;              /* CONNECTING: waiting for a token */
+        bool waiting_slot;              /* CONNECTING: waiting for a token (or the broker's address) */
+        const char *broker_addr;        /* the resolver's address of the current attempt */
         bool restart_disconnecting;     /* RESTARTING: offline status and DISCONNECT sent */
         bool settled;
         bool ever_online;
@@ -71,16 +73,26 @@ struct Device {
         sd_event_source *confirm_timer; /* PENDING_VERIFY app must reach the broker in time */
         sd_event_source *ota_timer;     /* periodic OTA every `interval` s */
         OtaSession *ota;
+        bool ota_waiting;               /* queued for a download slot (ota.max_concurrent) */
+        bool ota_waiting_broadcast;
+        bool ota_has_slot;
 };
 
 static void device_enter_state(Device *d, DeviceState s);
+static void device_flash_idle(Device *d);
 
 static const DaemonConfig *cfg(Device *d) {
-        return &d->manager->config;
+        return d->ctx->config;
+}
+
+static uint64_t device_now(Device *d) {
+        uint64_t t = 0;
+        (void) sd_event_now(d->ctx->event, CLOCK_MONOTONIC, &t);
+        return t;
 }
 
 static uint32_t ms_since_boot(Device *d) {
-        return (uint32_t) ((manager_now(d->manager) - d->boot_usec) / 1000);
+        return (uint32_t) ((device_now(d) - d->boot_usec) / 1000);
 }
 
 /* A line on the device's log topic, ESP-IDF formatted, and the same line in
@@ -153,7 +165,7 @@ static void device_arm(Device *d, uint64_t usec) {
         int r;
 
         if (!d->timer) {
-                r = sd_event_add_time_relative(d->manager->event, &d->timer, CLOCK_MONOTONIC, usec, 1000,
+                r = sd_event_add_time_relative(d->ctx->event, &d->timer, CLOCK_MONOTONIC, usec, 1000,
                                                device_timer_handler, d);
                 if (r < 0) {
                         log_dev_error_errno(d->id, r, "Failed to add a timer: %m");
@@ -194,18 +206,16 @@ static int device_load(Device *d) {
 
         if (d->fd)
                 return 0;
-        r = fleet_device_load(d->manager->fleet, d->index, &d->fd, err, sizeof err);
+        r = fleet_device_load(d->ctx->fleet, d->index, &d->fd, err, sizeof err);
         if (r < 0)
                 return log_dev_error_errno(d->id, r, "Cannot load device: %s", err);
         r = keystore_load(d->fd, &d->identity, err, sizeof err);
         if (r < 0)
                 return log_dev_error_errno(d->id, r, "%s", err);
-        r = mqtt_ssl_ctx_new(d->manager->ca_store, cfg(d)->broker_host,
-                             cfg(d)->tls_version_min == TLS_VERSION_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION,
-                             d->identity.cert, d->identity.key, &d->ssl_ctx);
+        r = mqtt_identity_check(d->identity.cert, d->identity.key);
         if (r < 0)
-                return log_dev_error_errno(d->id, r, "Cannot set up TLS (certificate and DS key do not match?): %m");
-        const FleetConfig *fc = fleet_config(d->manager->fleet);
+                return log_dev_error_errno(d->id, r, "Cannot set up TLS: the certificate does not hold the DS key's public key");
+        const FleetConfig *fc = fleet_config(d->ctx->fleet);
         NvsXtsKeys keys;
         if (fc->nvs_encryption) {
                 r = fleet_device_nvs_keys(d->fd, (unsigned) fc->nvs_key_block, &keys);
@@ -261,6 +271,7 @@ static void handle_command(Device *d, DeviceCommand c, bool broadcast, const voi
                 return;
         }
         r = settings_save(d->settings_store, &s);
+        device_flash_idle(d);
         if (r < 0) {
                 device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "%s: saving to NVS failed: %s", name, esp_err_to_name(r));
                 log_dev_error_errno(d->id, r, "Command %s: cannot save the settings: %m", name);
@@ -341,6 +352,7 @@ static void on_disconnect(MqttClient *c, bool expected, int reason, void *userda
                         ERR_error_string_n(e, ebuf, sizeof ebuf);
                 ERR_clear_error();
                 d->failures++;
+                resolver_connect_failed(d->ctx->resolver, d->broker_addr);
                 log_dev_warning(d->id, "Connection to %s:%u failed (attempt %u): %s%s%s",
                                 cfg(d)->broker_host, cfg(d)->broker_port, d->failures,
                                 strerror(reason < 0 ? -reason : EPROTO), *ebuf ? ": " : "", ebuf);
@@ -386,7 +398,7 @@ static void subscribe_all(Device *d) {
 static int telemetry_handler(sd_event_source *s, uint64_t usec, void *userdata) {
         Device *d = userdata;
         char topic[TOPIC_MAX], payload[128];
-        Rng *rng = &d->manager->rng;
+        Rng *rng = d->ctx->rng;
 
         if (d->state != DEVICE_ONLINE || !cfg(d)->telemetry_enabled)
                 return 0;
@@ -411,9 +423,9 @@ static void telemetry_arm(Device *d, bool on) {
                 return;
         }
         /* first reading at a random point of the interval: no fleet-wide burst */
-        uint64_t first = (uint64_t) (rng_double(&d->manager->rng) * cfg(d)->telemetry_interval_s * 1e6) + 1;
+        uint64_t first = (uint64_t) (rng_double(d->ctx->rng) * cfg(d)->telemetry_interval_s * 1e6) + 1;
         if (!d->telemetry_timer) {
-                if (sd_event_add_time_relative(d->manager->event, &d->telemetry_timer, CLOCK_MONOTONIC, first,
+                if (sd_event_add_time_relative(d->ctx->event, &d->telemetry_timer, CLOCK_MONOTONIC, first,
                                                10000, telemetry_handler, d) < 0)
                         return;
         } else
@@ -423,6 +435,23 @@ static void telemetry_arm(Device *d, bool on) {
 
 
 /* ---- OTA (esp-formats.md §8, src/ota) ------------------------------------ */
+
+/* Frees the session (if any) and gives the download slot back. */
+static void device_ota_end(Device *d) {
+        d->ota = ota_session_free(d->ota);
+        d->ota_waiting = false;
+        if (d->ota_has_slot) {
+                d->ota_has_slot = false;
+                if (d->ctx->ota_slot_release)
+                        d->ctx->ota_slot_release(d->ctx->owner, d);
+        }
+}
+
+static void device_flash_idle(Device *d) {
+        /* An idle device holds no fd for its flash image (fd-budget.h). */
+        if (d->fd && !d->ota)
+                flash_release_fd(d->fd->flash);
+}
 
 static void ota_log(OtaSession *o, char level, const char *tag, const char *message, void *userdata) {
         Device *d = userdata;
@@ -437,8 +466,9 @@ static void ota_outcome(OtaSession *o, const OtaOutcome *out, void *userdata) {
         if (out->ok) {
                 log_dev_info(d->id, "OTA: %s written to ota_%d (%" PRIu64 " bytes, %u request(s)), rebooting",
                              strna(out->new_version), out->new_slot, out->bytes, out->attempts);
-                d->ota = NULL;
-                ota_session_free(o);
+                /* ota-session.h allows freeing the session from its outcome callback */
+                device_ota_end(d);
+                device_flash_idle(d);
                 if (d->state == DEVICE_ONLINE || d->state == DEVICE_NO_CONNECT)
                         device_enter_state(d, DEVICE_RESTARTING);
                 return;
@@ -447,23 +477,32 @@ static void ota_outcome(OtaSession *o, const OtaOutcome *out, void *userdata) {
                         esp_err_to_name(out->error), out->attempts);
         /* ota-session.h allows freeing the session from its outcome callback;
          * a deferred free would outlive the device if it is freed first */
-        d->ota = NULL;
-        ota_session_free(o);
+        device_ota_end(d);
+        device_flash_idle(d);
 }
 
 static void device_start_ota(Device *d, bool broadcast) {
         const char *url;
         int r;
 
-        if (d->ota && ota_session_state(d->ota) < OTA_SESSION_DONE) {
+        if ((d->ota && ota_session_state(d->ota) < OTA_SESSION_DONE) || d->ota_waiting) {
                 device_esp_log(d, ESP_LOG_WARN, "secure_esp", "update/run: an update is already running");
                 return;
         }
-        d->ota = ota_session_free(d->ota);
+        device_ota_end(d);
+        if (!d->ctx->ota_slot_take(d->ctx->owner, d)) {
+                /* ota.max_concurrent downloads run already: in line, in arrival order */
+                d->ota_waiting = true;
+                d->ota_waiting_broadcast = broadcast;
+                log_dev_debug(d->id, "OTA queued for a download slot");
+                return;
+        }
+        d->ota_has_slot = true;
         if (d->settings.use_url) {
                 if (!d->settings.url[0]) {
                         device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: use_url is 1 but no url is stored");
                         log_dev_warning(d->id, "OTA not started: use_url = 1 but no URL is stored");
+                        device_ota_end(d);
                         return;
                 }
                 url = d->settings.url;
@@ -472,18 +511,20 @@ static void device_start_ota(Device *d, bool broadcast) {
                 if (!url || !*url) {
                         device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: no firmware upgrade URL configured");
                         log_dev_warning(d->id, "OTA not started: ota.default_url is not set and use_url = 0");
+                        device_ota_end(d);
                         return;
                 }
         }
-        HttpClient *http = manager_http(d->manager);
+        HttpClient *http = d->ctx->http(d->ctx->owner);
         if (!http) {
                 device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: HTTP client unavailable");
+                device_ota_end(d);
                 return;
         }
-        const FleetConfig *fc = fleet_config(d->manager->fleet);
+        const FleetConfig *fc = fleet_config(d->ctx->fleet);
         OtaSessionOptions o = {
                 .url = url,
-                .ca_file = d->manager->ca_path,
+                .ca_file = d->ctx->ca_path,
                 .device_id = d->id,
                 .chip_id = streq(fc->chip, "esp32s3") ? ESP_CHIP_ID_ESP32S3 : ESP_CHIP_ID_ESP32C3,
                 .allow_equal_version = cfg(d)->ota_allow_equal_version,
@@ -491,12 +532,12 @@ static void device_start_ota(Device *d, bool broadcast) {
                 .start_jitter_usec = broadcast ? (uint64_t) cfg(d)->ota_start_jitter_ms * 1000 : 0,
         };
         OtaSessionCallbacks cb = { .log = ota_log, .outcome = ota_outcome };
-        r = ota_session_new(d->manager->event, http, d->fd->flash, d->fd->partitions, d->fd->efuse, &d->boot.app,
+        r = ota_session_new(d->ctx->event, http, d->fd->flash, d->fd->partitions, d->fd->efuse, &d->boot.app,
                             &o, &cb, d, &d->ota);
         if (r >= 0)
                 r = ota_session_start(d->ota);
         if (r < 0) {
-                d->ota = ota_session_free(d->ota);
+                device_ota_end(d);
                 device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: cannot start: %s", esp_err_to_name(r));
                 log_dev_error_errno(d->id, r, "OTA: cannot start: %s", esp_err_to_name(r));
         }
@@ -523,7 +564,7 @@ static void ota_interval_arm(Device *d, bool on) {
                 return;
         }
         if (!d->ota_timer) {
-                if (sd_event_add_time_relative(d->manager->event, &d->ota_timer, CLOCK_MONOTONIC, usec, 1000000,
+                if (sd_event_add_time_relative(d->ctx->event, &d->ota_timer, CLOCK_MONOTONIC, usec, 1000000,
                                                ota_interval_handler, d) < 0)
                         return;
         } else if (sd_event_source_get_enabled(d->ota_timer, NULL) > 0)
@@ -546,7 +587,7 @@ static void save_efuse(Device *d) {
 
 static BootOptions boot_options(Device *d) {
         return (BootOptions) {
-                .signed_apps_no_secure_boot = fleet_config(d->manager->fleet)->signed_apps_no_secure_boot,
+                .signed_apps_no_secure_boot = fleet_config(d->ctx->fleet)->signed_apps_no_secure_boot,
         };
 }
 
@@ -594,7 +635,7 @@ static int device_boot(Device *d) {
         if (d->boot.app.ota_state == OTA_IMG_PENDING_VERIFY) {
                 uint64_t usec = (uint64_t) cfg(d)->ota_confirm_timeout_s * 1000000;
                 if (!d->confirm_timer)
-                        r = sd_event_add_time_relative(d->manager->event, &d->confirm_timer, CLOCK_MONOTONIC, usec,
+                        r = sd_event_add_time_relative(d->ctx->event, &d->confirm_timer, CLOCK_MONOTONIC, usec,
                                                        100000, confirm_handler, d);
                 else
                         r = sd_event_source_set_time_relative(d->confirm_timer, usec);
@@ -630,7 +671,7 @@ static void device_confirm_app(Device *d) {
 static void enter_booting(Device *d) {
         int r;
 
-        d->boot_usec = manager_now(d->manager);
+        d->boot_usec = device_now(d);
         if (device_load(d) < 0) {
                 device_enter_state(d, DEVICE_FAILED);
                 return;
@@ -642,7 +683,7 @@ static void enter_booting(Device *d) {
         }
         /* secure_esp reads the interval at start-up only. */
         d->interval_effective = d->settings.interval ?: cfg(d)->default_interval_s;
-        d->ota = ota_session_free(d->ota);
+        device_ota_end(d);
         if (device_boot(d) < 0) {
                 device_enter_state(d, DEVICE_FAILED);
                 return;
@@ -650,7 +691,8 @@ static void enter_booting(Device *d) {
         if (!d->client) {
                 MqttCallbacks cb = { .on_connect = on_connect, .on_disconnect = on_disconnect,
                                      .on_message = on_message, .on_drained = on_drained };
-                r = mqtt_client_new(d->manager->mqtt, d->id, d->ssl_ctx, &cb, d, &d->client);
+                r = mqtt_client_new(d->ctx->mqtt, d->id, d->ctx->ssl_ctx, d->identity.cert, d->identity.key, &cb, d,
+                                    &d->client);
                 if (r < 0) {
                         log_dev_error_errno(d->id, r, "Cannot create the MQTT client: %m");
                         device_enter_state(d, DEVICE_FAILED);
@@ -669,8 +711,16 @@ static void start_connect(Device *d) {
         int r;
 
         d->waiting_slot = false;
-        r = mqtt_client_connect(d->client, cfg(d)->broker_host, cfg(d)->broker_port,
-                                manager_next_bind_address(d->manager), cfg(d)->keepalive_s);
+        const char *addr = resolver_next_address(d->ctx->resolver);
+        if (!addr) {
+                /* the broker's name is still being resolved */
+                d->waiting_slot = true;
+                device_arm(d, 100 * 1000);
+                return;
+        }
+        d->broker_addr = addr;
+        r = mqtt_client_connect(d->client, addr, cfg(d)->broker_port, d->ctx->next_bind_address(d->ctx->owner),
+                                cfg(d)->keepalive_s);
         if (r < 0) {
                 d->failures++;
                 d->settled = true;
@@ -683,7 +733,7 @@ static void start_connect(Device *d) {
 }
 
 static void enter_connecting(Device *d) {
-        uint64_t wait = token_bucket_reserve(&d->manager->connect_bucket, manager_now(d->manager));
+        uint64_t wait = token_bucket_reserve(d->ctx->connect_bucket, device_now(d));
 
         if (wait > 0) {
                 d->waiting_slot = true;
@@ -711,7 +761,7 @@ static void enter_online(Device *d) {
 }
 
 static void enter_backoff(Device *d) {
-        uint64_t ms = backoff_next_ms(&d->backoff, rng_double(&d->manager->rng));
+        uint64_t ms = backoff_next_ms(&d->backoff, rng_double(d->ctx->rng));
 
         log_dev_debug(d->id, "Reconnecting in %" PRIu64 " ms", ms);
         device_arm(d, ms * 1000);
@@ -749,7 +799,7 @@ static void enter_restarting(Device *d) {
 static void enter_stopping(Device *d) {
         telemetry_arm(d, false);
         ota_interval_arm(d, false);
-        d->ota = ota_session_free(d->ota);
+        device_ota_end(d);
         if (d->confirm_timer)
                 (void) sd_event_source_set_enabled(d->confirm_timer, SD_EVENT_OFF);
         if (!d->client || !mqtt_client_is_connected(d->client)) {
@@ -763,7 +813,30 @@ static void enter_stopping(Device *d) {
         (void) mqtt_client_disconnect(d->client);
 }
 
+/* The one transition funnel. A transition that triggers another (a
+ * synchronous callback, a failure inside enter_*()) does not recurse: the
+ * next state is queued and applied once the current one is done, so every
+ * enter_*() runs to its end with d->state being its own state. */
+static void device_apply_state(Device *d, DeviceState s);
+
 static void device_enter_state(Device *d, DeviceState s) {
+        if (d->in_transition) {
+                d->queued_state = s;
+                d->has_queued_state = true;
+                return;
+        }
+        d->in_transition = true;
+        for (;;) {
+                device_apply_state(d, s);
+                if (!d->has_queued_state)
+                        break;
+                s = d->queued_state;
+                d->has_queued_state = false;
+        }
+        d->in_transition = false;
+}
+
+static void device_apply_state(Device *d, DeviceState s) {
         DeviceState old = d->state;
 
         if (old != s)
@@ -804,8 +877,9 @@ static void device_enter_state(Device *d, DeviceState s) {
         case _DEVICE_STATE_INVALID:
                 break;
         }
-        if (d->state == s)
-                manager_device_changed(d->manager, d);
+        device_flash_idle(d);
+        if (old != s && d->ctx->state_changed)
+                d->ctx->state_changed(d->ctx->owner, d, old, s);
 }
 
 static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -854,18 +928,19 @@ static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdat
 
 /* ---- object ------------------------------------------------------------- */
 
-int device_new(Manager *m, const FleetDeviceEntry *e, Device **ret) {
+int device_new(const DeviceContext *ctx, const FleetDeviceEntry *e, Device **ret) {
         Device *d = calloc(1, sizeof *d);
 
         if (!d)
                 return -ENOMEM;
-        d->manager = m;
+        d->ctx = ctx;
         d->index = e->index;
         snprintf(d->id, sizeof d->id, "%s", e->id);
         d->state = DEVICE_OFF;
-        backoff_init(&d->backoff, m->config.backoff_min_ms, m->config.backoff_max_ms, m->config.backoff_jitter);
-        d->temperature = 18 + rng_double(&m->rng) * 8;
-        d->humidity = 35 + rng_double(&m->rng) * 20;
+        backoff_init(&d->backoff, ctx->config->backoff_min_ms, ctx->config->backoff_max_ms,
+                     ctx->config->backoff_jitter);
+        d->temperature = 18 + rng_double(ctx->rng) * 8;
+        d->humidity = 35 + rng_double(ctx->rng) * 20;
         *ret = d;
         return 0;
 }
@@ -877,13 +952,12 @@ Device *device_free(Device *d) {
         sd_event_source_disable_unref(d->telemetry_timer);
         sd_event_source_disable_unref(d->confirm_timer);
         sd_event_source_disable_unref(d->ota_timer);
-        ota_session_free(d->ota);
+        d->ota = ota_session_free(d->ota); /* the manager frees its slots itself */
         boot_result_done(&d->boot);
         for (size_t i = 0; i < d->n_pending; i++)
                 free(d->pending[i]);
         free(d->pending);
         mqtt_client_free(d->client);
-        SSL_CTX_free(d->ssl_ctx);
         device_identity_done(&d->identity);
         settings_store_close(d->settings_store);
         fleet_device_free(d->fd);
@@ -905,6 +979,16 @@ void device_reload(Device *d) {
         backoff_init(&d->backoff, cfg(d)->backoff_min_ms, cfg(d)->backoff_max_ms, cfg(d)->backoff_jitter);
         if (d->state == DEVICE_ONLINE)
                 telemetry_arm(d, cfg(d)->telemetry_enabled);
+}
+
+bool device_ota_slot_granted(Device *d) {
+        if (!d->ota_waiting || d->state != DEVICE_ONLINE) {
+                d->ota_waiting = false;
+                return false;
+        }
+        d->ota_waiting = false;
+        device_start_ota(d, d->ota_waiting_broadcast);
+        return d->ota_has_slot;
 }
 
 DeviceState device_get_state(const Device *d) {

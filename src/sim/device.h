@@ -8,10 +8,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "fleet/fleet-dir.h"
+#include <openssl/ssl.h>
+#include <systemd/sd-event.h>
 
-typedef struct Manager Manager;
+#include "fleet/fleet-dir.h"
+#include "sim/backoff.h"
+#include "sim/config.h"
+#include "transport/http.h"
+#include "transport/mqtt.h"
+#include "transport/resolver.h"
+
 typedef struct Device Device;
+typedef struct BootCache BootCache;
 
 typedef enum DeviceState {
         DEVICE_OFF,             /* not running: before its ramp slot, or after shutdown */
@@ -30,7 +38,33 @@ typedef enum DeviceState {
 const char *device_state_to_string(DeviceState s);
 DeviceState device_state_from_string(const char *s);
 
-int device_new(Manager *m, const FleetDeviceEntry *e, Device **ret);
+/* What a device may use of its worker: nothing else. Owned by the worker's
+ * manager, which outlives its devices; `config` is updated in place on a
+ * reload. */
+typedef struct DeviceContext {
+        sd_event *event;
+        const DaemonConfig *config;
+        Fleet *fleet;                   /* not owned */
+        MqttLoop *mqtt;
+        SSL_CTX *ssl_ctx;               /* one for every device of the worker */
+        Resolver *resolver;             /* the broker's addresses */
+        TokenBucket *connect_bucket;    /* this worker's share of reconnect.connect_rate_max */
+        Rng *rng;
+        const char *ca_path;            /* FLEET/ca.crt, for the OTA server */
+        BootCache *boot_cache;          /* NULL: verify every boot in full */
+
+        /* The owner's services. */
+        void *owner;
+        HttpClient *(*http)(void *owner);                       /* NULL on failure */
+        const char *(*next_bind_address)(void *owner);          /* NULL: let the kernel pick */
+        void (*state_changed)(void *owner, Device *d, DeviceState old, DeviceState new_state);
+        /* A download slot (ota.max_concurrent): true when granted now; false
+         * when queued, and device_ota_slot_granted() follows later. */
+        bool (*ota_slot_take)(void *owner, Device *d);
+        void (*ota_slot_release)(void *owner, Device *d);
+} DeviceContext;
+
+int device_new(const DeviceContext *ctx, const FleetDeviceEntry *e, Device **ret);
 Device *device_free(Device *d);
 
 /* OFF -> BOOTING. */
@@ -40,6 +74,10 @@ void device_stop(Device *d);
 
 /* Applies live config changes (backoff, telemetry). */
 void device_reload(Device *d);
+
+/* The slot asked for with ota_slot_take() is this device's now. Returns
+ * false when the device no longer wants it (it gave it back). */
+bool device_ota_slot_granted(Device *d);
 
 DeviceState device_get_state(const Device *d);
 const char *device_get_id(const Device *d);

@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
@@ -18,6 +19,7 @@
 #include "fleet/fleet-dir.h"
 #include "sim/backoff.h"
 #include "sim/config.h"
+#include "sim/fd-budget.h"
 #include "sim/worker-proto.h"
 #include "sim/worker.h"
 
@@ -298,6 +300,24 @@ static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *u
         return 0;
 }
 
+/* Raises the soft open-file limit to the hard one (workers inherit it) and
+ * returns it: the fd budget of every worker (fd-budget.h). */
+static unsigned raise_nofile(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return 1024;
+        if (rl.rlim_cur < rl.rlim_max) {
+                struct rlimit want = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+                if (setrlimit(RLIMIT_NOFILE, &want) >= 0)
+                        rl.rlim_cur = rl.rlim_max;
+                else
+                        log_warning_errno(errno, "Cannot raise the open-file limit from %llu to %llu: %m, ignoring",
+                                          (unsigned long long) rl.rlim_cur, (unsigned long long) rl.rlim_max);
+        }
+        return rl.rlim_cur > UINT_MAX ? UINT_MAX : (unsigned) rl.rlim_cur;
+}
+
 static int run_supervisor(const char *config_path) {
         Supervisor sup = { .config_path = config_path };
         _cleanup_(fleet_freep) Fleet *fleet = NULL;
@@ -332,7 +352,16 @@ static int run_supervisor(const char *config_path) {
                 goto out;
         }
         sup.n_devices = n;
-        sup.n_workers = daemon_config_workers_for(&sup.config, (unsigned) n);
+        unsigned nofile = raise_nofile();
+        r = daemon_config_workers_for(&sup.config, (unsigned) n, nofile, err, sizeof err);
+        if (r < 0) {
+                log_error("Refusing to start: %s: %s", config_path, err);
+                goto out;
+        }
+        sup.n_workers = (unsigned) r;
+        log_info("Open-file limit %u per process: up to %u devices per worker (%u fd each, %u downloads of %u fds, "
+                 "%u reserved)", nofile, fd_budget_devices(nofile, sup.config.ota_max_concurrent), FDS_PER_DEVICE,
+                 sup.config.ota_max_concurrent, FDS_PER_DOWNLOAD, FD_RESERVED_PER_WORKER);
         fleet = fleet_free(fleet);
 
         r = sd_event_default(&sup.event);
@@ -471,6 +500,7 @@ int main(int argc, char *argv[]) {
                         log_error("Bad --worker argument '%s'", worker);
                         return 2;
                 }
+                (void) raise_nofile();
                 return worker_run(config_path, idx, n, first, count) < 0 ? 1 : 0;
         }
         return run_supervisor(config_path) < 0 ? 1 : 0;

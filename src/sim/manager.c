@@ -2,14 +2,60 @@
 #define LOG_TOPIC LOG_TOPIC_SIM
 
 #include <inttypes.h>
+#include <openssl/x509.h>
 #include <sys/random.h>
 #include <time.h>
 
 #include "basic/log.h"
+#include "sim/device.h"
 #include "sim/keystore.h"
-#include "sim/manager-internal.h"
+#include "sim/manager.h"
+#include "sim/ramp.h"
+#include "transport/http.h"
+#include "transport/mqtt.h"
+#include "transport/resolver.h"
 
-uint64_t manager_now(Manager *m) {
+/* Devices started in one dispatch of the ramp timer when the loop is behind:
+ * each costs a device load and a boot (~1 ms), so a batch stays in the low
+ * milliseconds and the sockets, keepalives and reports run in between. */
+#define RAMP_BATCH_MAX 16
+
+struct Manager {
+        sd_event *event;
+        DaemonConfig config;            /* own copy, updated in place on reload */
+        Fleet *fleet;                   /* not owned */
+        MqttLoop *mqtt;
+        X509_STORE *ca_store;           /* one for every device */
+        SSL_CTX *ssl_ctx;               /* one for every device */
+        Resolver *resolver;
+        unsigned n_workers;
+        DeviceContext dctx;             /* what the devices see of us */
+
+        Device **devices;
+        size_t n_devices;
+        size_t n_in_state[_DEVICE_STATE_MAX];
+
+        sd_event_source *ramp_timer;
+        Ramp ramp;
+        bool ramp_started;
+
+        TokenBucket connect_bucket;     /* this worker's share of reconnect.connect_rate_max */
+        Rng rng;
+        size_t bind_next;               /* round-robin over broker.bind_addresses */
+
+        HttpClient *http;               /* OTA downloads, created on first use */
+        char *ca_path;                  /* FLEET/ca.crt */
+
+        unsigned ota_active;            /* download slots in use (ota.max_concurrent) */
+        Device **ota_queue;             /* devices waiting for a slot, in arrival order (a ring) */
+        size_t ota_q_head, ota_q_len, ota_q_cap;
+
+        bool stopping;
+        void (*stop_done)(Manager *m, void *userdata);
+        void *stop_userdata;
+};
+
+static uint64_t manager_now(Manager *m) {
         uint64_t t;
 
         if (sd_event_now(m->event, CLOCK_MONOTONIC, &t) < 0) {
@@ -20,7 +66,8 @@ uint64_t manager_now(Manager *m) {
         return t;
 }
 
-const char *manager_next_bind_address(Manager *m) {
+static const char *next_bind_address(void *owner) {
+        Manager *m = owner;
         char **b = m->config.bind_addresses;
         size_t n = 0;
 
@@ -31,7 +78,8 @@ const char *manager_next_bind_address(Manager *m) {
         return b[m->bind_next++ % n];
 }
 
-HttpClient *manager_http(Manager *m) {
+static HttpClient *manager_http(void *owner) {
+        Manager *m = owner;
         int r;
 
         if (m->http)
@@ -44,51 +92,121 @@ HttpClient *manager_http(Manager *m) {
         return m->http;
 }
 
-static void manager_rates(Manager *m) {
-        double share = m->config.connect_rate_max / m->n_workers;
-        token_bucket_set_rate(&m->connect_bucket, share, MAX(1.0, share / 10), manager_now(m));
-}
-
-void manager_device_changed(Manager *m, Device *d) {
-        if (!m->stopping || !m->stop_done)
+static void manager_check_stopped(Manager *m) {
+        if (!m->stopping || !m->stop_done || m->n_in_state[DEVICE_OFF] < m->n_devices)
                 return;
-        for (size_t i = 0; i < m->n_devices; i++)
-                if (device_get_state(m->devices[i]) != DEVICE_OFF)
-                        return;
         void (*done)(Manager *, void *) = m->stop_done;
         m->stop_done = NULL;
         done(m, m->stop_userdata);
 }
 
-/* Slot i of the ramp: i / rate, shifted by up to ±jitter/2 of a slot. */
-static uint64_t ramp_slot_usec(Manager *m, size_t i) {
-        double rate = m->config.ramp_rate / m->n_workers;
-        double j = (rng_double(&m->rng) - 0.5) * m->config.ramp_jitter;
-        double t = ((double) i + j) / rate;
-        return m->ramp_start_usec + (uint64_t) (MAX(t, 0.0) * 1e6);
+static void device_state_changed(void *owner, Device *d, DeviceState old, DeviceState s) {
+        Manager *m = owner;
+
+        if (old >= 0 && old < _DEVICE_STATE_MAX && m->n_in_state[old] > 0)
+                m->n_in_state[old]--;
+        if (s >= 0 && s < _DEVICE_STATE_MAX)
+                m->n_in_state[s]++;
+        if (s == DEVICE_OFF)
+                manager_check_stopped(m);
+}
+
+/* ---- download slots (ota.max_concurrent) --------------------------------- */
+
+static bool ota_slot_take(void *owner, Device *d) {
+        Manager *m = owner;
+
+        if (m->ota_active < m->config.ota_max_concurrent) {
+                m->ota_active++;
+                return true;
+        }
+        if (m->ota_q_len == m->ota_q_cap) {
+                size_t cap = MAX(m->ota_q_cap * 2, (size_t) 64);
+                Device **q = calloc(cap, sizeof *q);
+                if (!q)
+                        return false; /* the device stays waiting; it can ask again */
+                for (size_t i = 0; i < m->ota_q_len; i++)
+                        q[i] = m->ota_queue[(m->ota_q_head + i) % m->ota_q_cap];
+                free(m->ota_queue);
+                m->ota_queue = q;
+                m->ota_q_cap = cap;
+                m->ota_q_head = 0;
+        }
+        m->ota_queue[(m->ota_q_head + m->ota_q_len++) % m->ota_q_cap] = d;
+        return false;
+}
+
+static void ota_slot_release(void *owner, Device *d) {
+        Manager *m = owner;
+
+        if (m->ota_active > 0)
+                m->ota_active--;
+        /* hand the slot to the first device that still wants one */
+        while (m->ota_q_len > 0 && m->ota_active < m->config.ota_max_concurrent && !m->stopping) {
+                Device *next = m->ota_queue[m->ota_q_head];
+                m->ota_q_head = (m->ota_q_head + 1) % m->ota_q_cap;
+                m->ota_q_len--;
+                if (device_ota_slot_granted(next))
+                        break;
+        }
+}
+
+/* ---- ramp ----------------------------------------------------------------- */
+
+static void manager_rates(Manager *m) {
+        double share = m->config.connect_rate_max / m->n_workers;
+        token_bucket_set_rate(&m->connect_bucket, share, MAX(1.0, share / 10), manager_now(m));
 }
 
 static int ramp_handler(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
+        uint64_t next;
 
         if (m->stopping)
                 return 0;
-        /* Start every device whose slot has come (the loop may have been busy). */
-        uint64_t now = manager_now(m);
-        while (m->ramp_next < m->n_devices) {
-                device_start(m->devices[m->ramp_next++]);
-                if (m->ramp_next >= m->n_devices)
-                        break;
-                uint64_t next = ramp_slot_usec(m, m->ramp_next);
-                if (next > now) {
-                        (void) sd_event_source_set_time(s, next);
-                        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-                        return 0;
-                }
+        /* At most RAMP_BATCH_MAX starts per dispatch, then back to the loop. */
+        size_t first = m->ramp.next;
+        size_t n = ramp_take(&m->ramp, manager_now(m), &next);
+        for (size_t i = 0; i < n; i++)
+                device_start(m->devices[first + i]);
+        if (ramp_done(&m->ramp)) {
+                log_info("Ramp: all %zu devices started", m->n_devices);
+                return 0;
         }
-        log_info("Ramp: all %zu devices started", m->n_devices);
+        (void) sd_event_source_set_time(s, next);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         return 0;
 }
+
+static int manager_start_ramp(Manager *m) {
+        int r;
+
+        if (m->ramp_started || m->n_devices == 0 || m->stopping)
+                return 0;
+        m->ramp_started = true;
+        ramp_init(&m->ramp, manager_now(m), m->config.ramp_rate / m->n_workers, m->config.ramp_jitter, m->n_devices,
+                  RAMP_BATCH_MAX, &m->rng);
+        r = sd_event_add_time(m->event, &m->ramp_timer, CLOCK_MONOTONIC, m->ramp.next_due_usec, 1000, ramp_handler, m);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(m->ramp_timer, "ramp");
+        return sd_event_source_set_enabled(m->ramp_timer, SD_EVENT_ONESHOT);
+}
+
+static void resolver_changed(Resolver *r, void *userdata) {
+        Manager *m = userdata;
+        int k;
+
+        if (m->ramp_started)
+                return;
+        log_info("Broker %s resolved (%zu address(es)), starting the ramp", m->config.broker_host,
+                 resolver_n_addresses(r));
+        k = manager_start_ramp(m);
+        if (k < 0)
+                log_error_errno(k, "Cannot start the ramp: %m");
+}
+
+/* ---- object ---------------------------------------------------------------- */
 
 int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_first, size_t n,
                 unsigned n_workers, Manager **ret, char *err, size_t errlen) {
@@ -121,11 +239,34 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
         r = keystore_load_ca(fleet_path(fleet), &m->ca_store, err, errlen);
         if (r < 0)
                 goto fail;
+        r = mqtt_ssl_ctx_new(m->ca_store, m->config.broker_host,
+                             m->config.tls_version_min == TLS_VERSION_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION,
+                             &m->ssl_ctx);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot set up TLS for broker '%s': %s", m->config.broker_host, strerror(-r));
+                goto fail;
+        }
         r = mqtt_loop_new(e, 1000, &m->mqtt);
         if (r < 0) {
                 snprintf(err, errlen, "cannot set up the MQTT loop: %s", strerror(-r));
                 goto fail;
         }
+        m->dctx = (DeviceContext) {
+                .event = m->event,
+                .config = &m->config,
+                .fleet = fleet,
+                .mqtt = m->mqtt,
+                .ssl_ctx = m->ssl_ctx,
+                .connect_bucket = &m->connect_bucket,
+                .rng = &m->rng,
+                .ca_path = m->ca_path,
+                .owner = m,
+                .http = manager_http,
+                .next_bind_address = next_bind_address,
+                .state_changed = device_state_changed,
+                .ota_slot_take = ota_slot_take,
+                .ota_slot_release = ota_slot_release,
+        };
         m->devices = calloc(MAX(n, (size_t) 1), sizeof(Device *));
         if (!m->devices) {
                 r = -ENOMEM;
@@ -138,10 +279,11 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
                         r = -ENOENT;
                         goto fail;
                 }
-                r = device_new(m, fe, &m->devices[i]);
+                r = device_new(&m->dctx, fe, &m->devices[i]);
                 if (r < 0)
                         goto fail;
                 m->n_devices++;
+                m->n_in_state[DEVICE_OFF]++;
         }
         *ret = m;
         return 0;
@@ -153,13 +295,17 @@ fail:
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        m->stopping = true; /* no slot hand-over while the devices go */
         for (size_t i = 0; i < m->n_devices; i++)
                 device_free(m->devices[i]);
         free(m->devices);
+        free(m->ota_queue);
         sd_event_source_disable_unref(m->ramp_timer);
         http_client_free(m->http);
         free(m->ca_path);
         mqtt_loop_free(m->mqtt);
+        resolver_free(m->resolver);
+        SSL_CTX_free(m->ssl_ctx);
         X509_STORE_free(m->ca_store);
         daemon_config_done(&m->config);
         sd_event_unref(m->event);
@@ -172,11 +318,15 @@ int manager_start(Manager *m) {
 
         if (m->n_devices == 0)
                 return 0;
-        m->ramp_start_usec = manager_now(m);
-        r = sd_event_add_time(m->event, &m->ramp_timer, CLOCK_MONOTONIC, ramp_slot_usec(m, 0), 1000, ramp_handler, m);
+        /* The broker's name is resolved off the loop; the ramp starts with
+         * the first answer (at once for a numeric address). */
+        r = resolver_new(m->event, m->config.broker_host, resolver_changed, m, &m->resolver);
         if (r < 0)
                 return r;
-        return sd_event_source_set_enabled(m->ramp_timer, SD_EVENT_ONESHOT);
+        m->dctx.resolver = m->resolver;
+        if (resolver_n_addresses(m->resolver) > 0)
+                return manager_start_ramp(m);
+        return 0;
 }
 
 void manager_stop(Manager *m, void (*done)(Manager *m, void *userdata), void *userdata) {
@@ -188,7 +338,7 @@ void manager_stop(Manager *m, void (*done)(Manager *m, void *userdata), void *us
         for (size_t i = 0; i < m->n_devices; i++)
                 device_stop(m->devices[i]);
         /* all were off already */
-        manager_device_changed(m, NULL);
+        manager_check_stopped(m);
 }
 
 static char *strdup_or_keep(const char *s) {
@@ -229,6 +379,7 @@ void manager_reload(Manager *m, const DaemonConfig *c) {
                 t->tls_version_min = c->tls_version_min;
                 t->qos = c->qos;
                 t->default_interval_s = c->default_interval_s;
+                t->ota_max_concurrent = c->ota_max_concurrent;
         }
         t->ramp_rate = c->ramp_rate;
         t->ramp_jitter = c->ramp_jitter;
@@ -254,49 +405,35 @@ void manager_reload(Manager *m, const DaemonConfig *c) {
 #undef COPY_STR
         if (!first) {
                 manager_rates(m);
+                if (m->ramp_started)
+                        ramp_set_rate(&m->ramp, m->config.ramp_rate / m->n_workers, manager_now(m));
                 for (size_t i = 0; i < m->n_devices; i++)
                         device_reload(m->devices[i]);
         }
 }
 
 void manager_get_stats(Manager *m, ManagerStats *ret) {
-        ManagerStats s = { .total = (uint32_t) m->n_devices, .ramp_done = m->ramp_next >= m->n_devices,
-                           .stopped = m->stopping };
+        ManagerStats s = {
+                .total = (uint32_t) m->n_devices,
+                .online = (uint32_t) m->n_in_state[DEVICE_ONLINE],
+                .failed = (uint32_t) (m->n_in_state[DEVICE_FAILED] + m->n_in_state[DEVICE_NO_CONNECT]),
+                .connecting = (uint32_t) (m->n_in_state[DEVICE_BOOTING] + m->n_in_state[DEVICE_CONNECTING] +
+                                          m->n_in_state[DEVICE_BACKOFF] + m->n_in_state[DEVICE_RESTARTING] +
+                                          (m->stopping ? 0 : m->n_in_state[DEVICE_OFF])),
+                .ramp_done = m->ramp_started && ramp_done(&m->ramp),
+                .stopped = m->stopping && m->n_in_state[DEVICE_OFF] == m->n_devices,
+                .ota_active = m->ota_active,
+                .ota_queued = (uint32_t) m->ota_q_len,
+        };
 
+        /* O(devices) once per report: the message counters live in the
+         * clients, and "settled" is the first outcome of each device. */
         for (size_t i = 0; i < m->n_devices; i++) {
                 Device *d = m->devices[i];
                 s.msgs_in += device_msgs_in(d);
                 s.msgs_out += device_msgs_out(d);
-                switch (device_get_state(d)) {
-                case DEVICE_ONLINE:
-                        s.online++;
-                        break;
-                case DEVICE_FAILED:
-                case DEVICE_NO_CONNECT:
-                        s.failed++;
-                        break;
-                case DEVICE_BOOTING:
-                case DEVICE_CONNECTING:
-                case DEVICE_BACKOFF:
-                case DEVICE_RESTARTING:
-                        s.connecting++;
-                        break;
-                case DEVICE_OFF:
-                        if (!m->stopping)
-                                s.connecting++;
-                        else
-                                continue;
-                        break;
-                case DEVICE_STOPPING:
-                        break;
-                case _DEVICE_STATE_MAX:
-                case _DEVICE_STATE_INVALID:
-                        break;
-                }
                 if (!device_settled(d))
                         s.ramp_done = false;
-                if (m->stopping && device_get_state(d) != DEVICE_OFF)
-                        s.stopped = false;
         }
         *ret = s;
 }

@@ -24,6 +24,8 @@ typedef struct ManagerStats {
         uint64_t msgs_out;
         bool ramp_done;                 /* every device had its first connection outcome */
         bool stopped;                   /* after manager_stop(): every device is off */
+        uint32_t ota_active;            /* downloads running (ota.max_concurrent) */
+        uint32_t ota_queued;            /* devices waiting for a download slot */
 } ManagerStats;
 
 /* Takes the devices at manifest positions [pos_first, pos_first + n) of

@@ -7,6 +7,8 @@
 #include <openssl/x509v3.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "basic/log.h"
 #include "transport/mqtt.h"
@@ -37,7 +39,9 @@ struct MqttClient {
         MqttClient *next, *prev;
 
         char *client_id;
-        SSL_CTX *ctx;
+        SSL_CTX *ctx;                   /* shared by the fleet's clients */
+        X509 *cert;                     /* this client's identity, presented by ssl_cert_cb() */
+        EVP_PKEY *key;
         MqttCallbacks cb;
         void *userdata;
 
@@ -98,13 +102,42 @@ const char *mqtt_reason_string(int rc) {
 
 /* ---- SSL_CTX -------------------------------------------------------- */
 
-int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version,
-                     X509 *cert, EVP_PKEY *key, SSL_CTX **ret) {
+/* The client of a connection, for the certificate callback: libmosquitto
+ * makes the SSL itself (SSL_new on the shared context) inside
+ * mosquitto_connect_bind_async(), and mqtt_client_connect() tags it right
+ * after. Usually the certificate is needed later, in a loop_read(); but
+ * when the TCP connect completes at once and the broker answers before the
+ * first SSL_connect() reads (a busy machine), the whole first flight up to
+ * CertificateRequest is handled inside that call, before the tag: the
+ * client being connected is `connecting_client` then (one loop, one
+ * thread, one connect at a time). */
+static int ssl_client_index = -1;
+static MqttClient *connecting_client;
+
+static int ssl_cert_cb(SSL *ssl, void *arg) {
+        MqttClient *c = ssl_client_index >= 0 ? SSL_get_ex_data(ssl, ssl_client_index) : NULL;
+
+        if (!c)
+                c = connecting_client;
+
+        if (!c || !c->cert || !c->key)
+                return 0; /* no identity: the handshake fails */
+        if (SSL_use_certificate(ssl, c->cert) != 1 || SSL_use_PrivateKey(ssl, c->key) != 1)
+                return 0;
+        return 1;
+}
+
+int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version, SSL_CTX **ret) {
         unsigned char ip[sizeof(struct in6_addr)];
         SSL_CTX *ctx;
 
-        if (!ca_store || !host || !cert || !key)
+        if (!ca_store || !host)
                 return -EINVAL;
+        if (ssl_client_index < 0) {
+                ssl_client_index = SSL_get_ex_new_index(0, (void *) "espfleet MqttClient", NULL, NULL, NULL);
+                if (ssl_client_index < 0)
+                        return -ENOMEM;
+        }
         ctx = SSL_CTX_new(TLS_client_method());
         if (!ctx)
                 return -ENOMEM;
@@ -113,6 +146,8 @@ int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version,
         /* ~57 KB -> ~23 KB per idle connection (esp-formats.md Appendix C) */
         SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
         SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
+        /* A device makes one connection at a time and keeps no session. */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
         /* One store for the whole fleet: each context only takes a reference. */
         if (SSL_CTX_set1_cert_store(ctx, ca_store), SSL_CTX_get_cert_store(ctx) != ca_store)
                 goto fail;
@@ -124,18 +159,40 @@ int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version,
                         goto fail;
         } else if (X509_VERIFY_PARAM_set1_host(param, host, 0) != 1)
                 goto fail;
-        if (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
-            SSL_CTX_check_private_key(ctx) != 1) {
-                SSL_CTX_free(ctx);
-                ERR_clear_error();
-                return -EKEYREJECTED;
-        }
+        /* Each connection presents its own device's certificate and DS key. */
+        SSL_CTX_set_cert_cb(ctx, ssl_cert_cb, NULL);
         *ret = ctx;
         return 0;
 fail:
         SSL_CTX_free(ctx);
         ERR_clear_error();
         return -EINVAL;
+}
+
+int mqtt_identity_check(X509 *cert, EVP_PKEY *key) {
+        if (!cert || !key)
+                return -EINVAL;
+        if (X509_check_private_key(cert, key) != 1) {
+                ERR_clear_error();
+                return -EKEYREJECTED;
+        }
+        return 0;
+}
+
+/* libmosquitto opens a socketpair in every mosquitto_new(), only to wake up
+ * its own select() loop from other threads (lib/mosquitto.c,
+ * net__socketpair()); it works without one ("outgoing publish commands may
+ * be delayed", which cannot happen here: we never use mosquitto_loop()). On
+ * a fleet that is two of the three fds a device would cost. While
+ * mqtt_client_connect() calls mosquitto_new(), socketpair() refuses. */
+static bool refuse_socketpair;
+
+int socketpair(int domain, int type, int protocol, int sv[2]) {
+        if (refuse_socketpair) {
+                errno = EMFILE;
+                return -1;
+        }
+        return (int) syscall(SYS_socketpair, domain, type, protocol, sv);
 }
 
 /* ---- loop ------------------------------------------------------------ */
@@ -330,7 +387,7 @@ static void client_finish(MqttClient *c) {
                 c->cb.on_disconnect(c, expected, reason, c->userdata);
 }
 
-int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx,
+int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx, X509 *cert, EVP_PKEY *key,
                     const MqttCallbacks *cb, void *userdata, MqttClient **ret) {
         MqttClient *c;
 
@@ -345,6 +402,14 @@ int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx,
         if (ctx) {
                 SSL_CTX_up_ref(ctx);
                 c->ctx = ctx;
+        }
+        if (cert) {
+                X509_up_ref(cert);
+                c->cert = cert;
+        }
+        if (key) {
+                EVP_PKEY_up_ref(key);
+                c->key = key;
         }
         c->cb = *cb;
         c->userdata = userdata;
@@ -373,6 +438,8 @@ MqttClient *mqtt_client_free(MqttClient *c) {
                 c->next->prev = c->prev;
         c->loop->n_clients--;
         SSL_CTX_free(c->ctx);
+        X509_free(c->cert);
+        EVP_PKEY_free(c->key);
         free(c->will_topic);
         free(c->will_payload);
         free(c->client_id);
@@ -408,10 +475,16 @@ int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const ch
 
         if (c->mosq)
                 return -EALREADY;
+        refuse_socketpair = true;
         m = mosquitto_new(c->client_id, true, c);
+        refuse_socketpair = false;
         if (!m)
                 return errno > 0 ? -errno : -ENOMEM;
         r = mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        /* Nagle would hold a second small packet (a log line after a PUBACK)
+         * until the broker's delayed ACK, ~40 ms later. */
+        if (r == MOSQ_ERR_SUCCESS)
+                r = mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
         if (r == MOSQ_ERR_SUCCESS && c->ctx) {
                 r = mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, c->ctx);
                 if (r == MOSQ_ERR_SUCCESS)
@@ -431,11 +504,18 @@ int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const ch
         if (log_would_log(LOG_DEBUG, LOG_TOPIC_MQTT))
                 mosquitto_log_callback_set(m, cb_log);
 
+        connecting_client = c;
         r = mosquitto_connect_bind_async(m, host, (int) port, (int) keepalive_s, bind_address);
+        connecting_client = NULL;
         if (r != MOSQ_ERR_SUCCESS) {
                 r = mqtt_error_to_errno(r);
                 mosquitto_destroy(m);
                 return r;
+        }
+        SSL *ssl = mosquitto_ssl_get(m);
+        if (ssl && SSL_set_ex_data(ssl, ssl_client_index, c) != 1) {
+                mosquitto_destroy(m);
+                return -ENOMEM;
         }
         c->mosq = m;
         c->connected = c->lost = c->disconnect_requested = false;

@@ -39,25 +39,32 @@ int mqtt_loop_new(sd_event *e, unsigned misc_interval_ms, MqttLoop **ret);
 MqttLoop *mqtt_loop_free(MqttLoop *l);
 size_t mqtt_loop_n_clients(const MqttLoop *l);
 
-/* Builds a client SSL_CTX as every device uses it: TLS >= min_version
- * (TLS1_2_VERSION…), SSL_MODE_RELEASE_BUFFERS, SSL_VERIFY_PEER against
- * `ca_store` (shared, up-ref'd with SSL_CTX_set1_cert_store), the broker
- * name `host` checked against its certificate (DNS name or IP address),
- * and the device's certificate and key (the key is up-ref'd; a DS-backed
- * EVP_PKEY works). The cert/key consistency is checked. */
-int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version,
-                     X509 *cert, EVP_PKEY *key, SSL_CTX **ret);
+/* Builds the client SSL_CTX that all devices of a worker share: TLS >=
+ * min_version (TLS1_2_VERSION…), SSL_MODE_RELEASE_BUFFERS, no session
+ * cache, SSL_VERIFY_PEER against `ca_store` (shared, up-ref'd with
+ * SSL_CTX_set1_cert_store), the broker name `host` checked against its
+ * certificate (DNS name or IP address). It holds no identity: each
+ * connection presents its own client's certificate and key (a DS-backed
+ * EVP_PKEY works) from a certificate callback. */
+int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version, SSL_CTX **ret);
+/* 0 if `key` is the private half of `cert`'s public key, else -EKEYREJECTED. */
+int mqtt_identity_check(X509 *cert, EVP_PKEY *key);
 
 /* One libmosquitto client (MQTT v3.1.1, clean session). `ctx` is up-ref'd
- * and handed to libmosquitto with MOSQ_OPT_SSL_CTX (no defaults applied).
- * If `will_topic` is set, the will is will_payload, retained. */
-int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx,
+ * and handed to libmosquitto with MOSQ_OPT_SSL_CTX (no defaults applied);
+ * `cert` and `key` are up-ref'd and presented on every connection. A
+ * session costs one fd: the socket (libmosquitto's socketpair is refused,
+ * see mqtt.c). If `will_topic` is set, the will is will_payload, retained. */
+int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx, X509 *cert, EVP_PKEY *key,
                     const MqttCallbacks *cb, void *userdata, MqttClient **ret);
 MqttClient *mqtt_client_free(MqttClient *c);
 int mqtt_client_set_will(MqttClient *c, const char *topic, const char *payload, int qos, bool retain);
 
 /* Starts an asynchronous connect (TCP, TLS, CONNECT); the result arrives in
- * on_connect or on_disconnect. bind_address may be NULL. */
+ * on_connect or on_disconnect. bind_address may be NULL. `host` should be a
+ * numeric address (resolver.h): libmosquitto resolves it with a blocking
+ * getaddrinfo(); the name the broker's certificate must match is the
+ * SSL_CTX's. */
 int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const char *bind_address,
                         unsigned keepalive_s);
 /* Sends DISCONNECT (if connected) and closes; on_disconnect(expected=true). */

@@ -187,13 +187,28 @@ Test(config, needs_restart) {
 }
 
 Test(config, workers_auto) {
-        c.devices_per_worker_max = 4500;
+        /* the default: as many devices per worker as 20,000 fds hold */
+        c.devices_per_worker_max = 0;
         c.workers = 0;
-        cr_assert_eq(daemon_config_workers_for(&c, 1), 1);
-        cr_assert_eq(daemon_config_workers_for(&c, 4500), 1);
-        cr_assert_eq(daemon_config_workers_for(&c, 4501), 2);
-        cr_assert_eq(daemon_config_workers_for(&c, 19500), 5);
+        c.ota_max_concurrent = 256;
+        cr_assert_eq(daemon_config_workers_for(&c, 1, 20000, err, sizeof err), 1);
+        cr_assert_eq(daemon_config_workers_for(&c, 19424, 20000, err, sizeof err), 1);
+        cr_assert_eq(daemon_config_workers_for(&c, 19425, 20000, err, sizeof err), 2);
+        /* a cap below the budget wins */
+        c.devices_per_worker_max = 4500;
+        cr_assert_eq(daemon_config_workers_for(&c, 4500, 20000, err, sizeof err), 1);
+        cr_assert_eq(daemon_config_workers_for(&c, 4501, 20000, err, sizeof err), 2);
+        cr_assert_eq(daemon_config_workers_for(&c, 19500, 20000, err, sizeof err), 5);
+        /* a cap above the budget does not */
+        c.devices_per_worker_max = 100000;
+        cr_assert_eq(daemon_config_workers_for(&c, 30000, 20000, err, sizeof err), 2);
         c.workers = 3;
-        cr_assert_eq(daemon_config_workers_for(&c, 100), 3);
-        cr_assert_eq(daemon_config_workers_for(&c, 2), 2);
+        cr_assert_eq(daemon_config_workers_for(&c, 100, 20000, err, sizeof err), 3);
+        cr_assert_eq(daemon_config_workers_for(&c, 2, 20000, err, sizeof err), 2);
+        /* an explicit count that the budget cannot hold is refused, with the way out */
+        c.workers = 1;
+        cr_assert_eq(daemon_config_workers_for(&c, 30000, 20000, err, sizeof err), -ERANGE);
+        cr_assert(strstr(err, "workers = 1") && strstr(err, "at least 2"), "%s", err);
+        c.workers = 0;
+        cr_assert_eq(daemon_config_workers_for(&c, 10, 64, err, sizeof err), -ERANGE);
 }
