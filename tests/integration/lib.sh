@@ -105,6 +105,7 @@ provision() {
 }
 
 # start_mosquitto PKI [PORT] -> sets MQTT_PORT, MQTT_PID
+# MOSQUITTO_EXTRA_CONF: more lines for its config (the benches raise limits).
 start_mosquitto() {
         local pki=$1
         MQTT_PORT=${2:-$(free_port)}
@@ -138,6 +139,7 @@ keyfile $pki/$PKI_BROKER_KEY
 require_certificate true
 use_identity_as_username true
 tls_version tlsv1.2
+${MOSQUITTO_EXTRA_CONF:-}
 CONF
         mosquitto -c "$T/mosquitto.conf" >>"$T/mosquitto.log" 2>&1 &
         MQTT_PID=$!
