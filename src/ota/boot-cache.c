@@ -101,15 +101,13 @@ int boot_cache_lookup(BootCache *c, const FlashRegion *r, BootCacheEntry **ret) 
                 return -EINVAL;
         *ret = NULL;
         peek = MIN((size_t) APP_IMAGE_PEEK_LEN, (size_t) r->size);
-        if (c->n_entries == 0) {
-                c->misses++;
-                return 0;
-        }
         k = flash_region_read(r, 0, head, peek);
         if (k < 0) {
                 c->misses++;
                 return k;
         }
+        if (peek == 0 || head[0] != APP_IMAGE_MAGIC)
+                return 0;   /* a blank slot is no image: neither hit nor miss */
         for (size_t i = 0; i < c->max_entries; i++) {
                 BootCacheEntry *e = &c->entries[i];
 

@@ -55,7 +55,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(BootCache *, boot_cache_free);
  * for each entry of the same partition size whose bytes start alike, the
  * rest of that entry's length, and compares. Returns 1 with *ret on an exact
  * match (a hit), 0 on a miss, negative errno when the flash cannot be read
- * (counted as a miss). The entry stays valid until the next boot_cache_add(). */
+ * (counted as a miss). A partition that does not start with the image magic
+ * (blank) returns 0 and is not counted. The entry stays valid until the next
+ * boot_cache_add(). */
 int boot_cache_lookup(BootCache *c, const FlashRegion *r, BootCacheEntry **ret);
 
 /* Stores an image that verified: `*data` (len bytes, malloc()ed) are the bytes
