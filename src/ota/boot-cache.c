@@ -8,7 +8,7 @@
 #include "basic/log.h"
 #include "ota/boot-cache.h"
 
-#define BOOT_CACHE_COMPARE_CHUNK (32u * 1024u)
+#define BOOT_CACHE_COMPARE_CHUNK (128u * 1024u)
 
 struct BootCacheEntry {
         uint8_t *data;                  /* NULL: a free slot */
