@@ -10,6 +10,7 @@
 #include "basic/macro.h"
 #include "dsemu/efuse.h"
 #include "image/sbv2.h"
+#include "ota/boot-cache.h"
 #include "ota/boot.h"
 
 #define BOOT_READ_CHUNK (32u * 1024u)
@@ -157,21 +158,26 @@ typedef struct TrustCtx {
         uint8_t key[32];
 } TrustCtx;
 
-/* Reads the image once (streamed through the verifier), then checks chip,
- * secure version and signature. */
-static int verify_region(const FlashRegion *r, const Efuse *efuse, const TrustCtx *trust, BootApp *ret,
-                         BootLog *log, char *err, size_t errlen) {
-        _cleanup_free_ uint8_t *buf = NULL;
-        AppImageVerifier *v = NULL;
-        AppImageInfo info;
+/* Streams the image in `r` through the verifier (§7.2 step 3: it is read
+ * once) and fills *ret with what the verifier concluded. With `keep`, the
+ * bytes are read into one buffer that is handed back in *keep (*keep_len
+ * bytes, exactly those fed), for the boot cache. *ret_v is the verifier
+ * (it holds the signature sector). */
+static int image_stream(const FlashRegion *r, BootImageFacts *ret, AppImageVerifier **ret_v, uint8_t **keep,
+                        size_t *keep_len, BootLog *log, char *err, size_t errlen) {
+        _cleanup_(app_image_verifier_freep) AppImageVerifier *v = NULL;
+        _cleanup_free_ uint8_t *chunk = NULL, *kept = NULL;
+        BootImageFacts f = {};
+        size_t kept_size = 0;
         const uint8_t *sector;
         uint64_t fed = 0;
-        int k, chip_id;
-        unsigned efuse_sv;
+        int k;
 
-        buf = malloc(BOOT_READ_CHUNK);
-        if (!buf)
-                return -ENOMEM;
+        if (!keep) {
+                chunk = malloc(BOOT_READ_CHUNK);
+                if (!chunk)
+                        return -ENOMEM;
+        }
         k = app_image_verifier_new(r->size, &v);
         if (k < 0)
                 return k;
@@ -181,6 +187,7 @@ static int verify_region(const FlashRegion *r, const Efuse *efuse, const TrustCt
                 uint64_t want = image_len > 0 ? MIN((uint64_t) ALIGN_TO(image_len, SBV2_SECTOR_SIZE) + SBV2_SECTOR_SIZE,
                                                     (uint64_t) r->size)
                                               : r->size;
+                uint8_t *buf = chunk;
                 size_t n;
 
                 if (fed >= want)
@@ -188,46 +195,93 @@ static int verify_region(const FlashRegion *r, const Efuse *efuse, const TrustCt
                 n = (size_t) MIN((uint64_t) BOOT_READ_CHUNK, want - fed);
                 if (image_len == 0 && fed == 0)
                         n = MIN(n, (size_t) APP_IMAGE_PEEK_LEN);   /* blank slots cost one small read */
+                if (keep) {
+                        if (fed + n > kept_size) {
+                                size_t size = (size_t) MIN(MAX(fed + n, (uint64_t) kept_size * 2), want);
+                                uint8_t *p = realloc(kept, size);
+
+                                if (!p)
+                                        return -ENOMEM;
+                                kept = p;
+                                kept_size = size;
+                        }
+                        buf = kept + fed;
+                }
                 k = flash_region_read(r, (uint32_t) fed, buf, n);
                 if (k < 0)
-                        goto finish;
+                        return k;
                 k = app_image_verifier_feed(v, buf, n, err, errlen);
                 if (k < 0)
-                        goto finish;
+                        return k;
                 fed += n;
+                f.read_ms += n / (256u * 1024u);   /* the flash cache reads ~256 KiB per ms */
                 if (log)
-                        log->ms += n / (256u * 1024u);   /* the flash cache reads ~256 KiB per ms */
+                        log->ms += n / (256u * 1024u);
         }
 
-        k = app_image_verifier_finish(v, &info, err, errlen);
+        k = app_image_verifier_finish(v, &f.info, err, errlen);
         if (k < 0)
-                goto finish;
+                return k;
+        sector = f.info.has_signature_sector ? app_image_verifier_signature_sector(v) : NULL;
+        if (sector && sbv2_sector_first_key_digest(sector, SBV2_SECTOR_SIZE, f.key_digest, NULL, 0) >= 0)
+                f.has_key_digest = true;
+
+        *ret = f;
+        *ret_v = TAKE_PTR(v);
+        if (keep) {
+                *keep = TAKE_PTR(kept);
+                *keep_len = (size_t) fed;
+        }
+        return 0;
+}
+
+/* sbv2_verify_sector(), answered by the cache entry when there is one.
+ * *ret_block: the block that verified, when the check ran here. */
+static int check_sector(BootCacheEntry *e, const uint8_t *sector, const uint8_t digest[32],
+                        const uint8_t (*trusted)[32], size_t n, int *ret_block, char *err, size_t errlen) {
+        unsigned block;
+        int k;
+
+        if (e)
+                return boot_cache_entry_verify_sector(e, trusted, n, err, errlen);
+        k = sbv2_verify_sector(sector, SBV2_SECTOR_SIZE, digest, trusted, n, &block, err, errlen);
+        if (k < 0)
+                return k;
+        *ret_block = (int) block;
+        return 0;
+}
+
+/* The checks that depend on this device, on facts of the image (freshly
+ * streamed, or from the cache entry `e`): chip, secure version, signature. */
+static int check_image(const FlashRegion *r, const BootImageFacts *f, const uint8_t *sector, BootCacheEntry *e,
+                       const Efuse *efuse, const TrustCtx *trust, BootApp *ret, int *ret_block, BootLog *log,
+                       char *err, size_t errlen) {
+        const AppImageInfo *info = &f->info;
+        int k, chip_id;
+        unsigned efuse_sv;
 
         chip_id = esp_chip_image_id(efuse_chip(efuse));
-        if (chip_id >= 0 && info.header.chip_id != chip_id) {
-                snprintf(err, errlen, "mismatch chip ID, expected %d, found %u", chip_id, info.header.chip_id);
-                k = -ESP_ERR_IMAGE_INVALID;
-                goto finish;
+        if (chip_id >= 0 && info->header.chip_id != chip_id) {
+                snprintf(err, errlen, "mismatch chip ID, expected %d, found %u", chip_id, info->header.chip_id);
+                return -ESP_ERR_IMAGE_INVALID;
         }
 
         efuse_sv = efuse_secure_version(efuse);
-        if (info.desc.secure_version < efuse_sv) {
+        if (info->desc.secure_version < efuse_sv) {
                 snprintf(err, errlen, "secure_version %" PRIu32 " is below the eFuse SECURE_VERSION %u (anti-rollback)",
-                         info.desc.secure_version, efuse_sv);
-                k = -ESP_ERR_OTA_SMALL_SEC_VER;
-                goto finish;
+                         info->desc.secure_version, efuse_sv);
+                return -ESP_ERR_OTA_SMALL_SEC_VER;
         }
 
         *ret = (BootApp) {
                 .slot = -1,
                 .region = *r,
-                .desc = info.desc,
-                .behaviour = info.behaviour,
+                .desc = info->desc,
+                .behaviour = info->behaviour,
                 .ota_state = OTA_IMG_UNDEFINED,
+                .has_key_digest = f->has_key_digest,
         };
-        sector = info.has_signature_sector ? app_image_verifier_signature_sector(v) : NULL;
-        if (sector && sbv2_sector_first_key_digest(sector, SBV2_SECTOR_SIZE, ret->key_digest, NULL, 0) >= 0)
-                ret->has_key_digest = true;
+        memcpy(ret->key_digest, f->key_digest, sizeof ret->key_digest);
 
         if (efuse_secure_boot_enabled(efuse)) {
                 uint8_t digests[3][32], trusted[3][32];
@@ -236,19 +290,18 @@ static int verify_region(const FlashRegion *r, const Efuse *efuse, const TrustCt
 
                 k = efuse_secure_boot_digests(efuse, digests, present);
                 if (k < 0)
-                        goto finish;
+                        return k;
                 for (unsigned i = 0; i < 3; i++)
                         if (present[i])
                                 memcpy(trusted[n++], digests[i], 32);
                 if (!sector) {
                         snprintf(err, errlen, "secure boot is enabled and the image has no signature sector");
-                        k = -EBADMSG;
-                        goto finish;
+                        return -EBADMSG;
                 }
-                k = sbv2_verify_sector(sector, SBV2_SECTOR_SIZE, info.signed_digest,
-                                       (const uint8_t (*)[32]) trusted, n, NULL, err, errlen);
+                k = check_sector(e, sector, info->signed_digest, (const uint8_t (*)[32]) trusted, n, ret_block, err,
+                                 errlen);
                 if (k < 0)
-                        goto finish;
+                        return k;
                 boot_log(log, 'I', "secure_boot_v2", "Signature verified successfully!");
         } else if (trust && trust->signed_apps) {
                 const uint8_t (*key)[32] = trust->has_key ? (const uint8_t (*)[32]) trust->key
@@ -256,19 +309,52 @@ static int verify_region(const FlashRegion *r, const Efuse *efuse, const TrustCt
 
                 if (!sector || !ret->has_key_digest) {
                         snprintf(err, errlen, "signed apps are required and the image is not signed");
-                        k = -EBADMSG;
-                        goto finish;
+                        return -EBADMSG;
                 }
-                k = sbv2_verify_sector(sector, SBV2_SECTOR_SIZE, info.signed_digest, key, 1, NULL, err, errlen);
+                k = check_sector(e, sector, info->signed_digest, key, 1, ret_block, err, errlen);
                 if (k < 0)
-                        goto finish;
+                        return k;
                 boot_log(log, 'I', "secure_boot_v2", "Signature verified successfully!");
         }
-        k = 0;
+        return 0;
+}
 
-finish:
-        app_image_verifier_free(v);
-        return k;
+/* Reads the image once (streamed through the verifier), then checks chip,
+ * secure version and signature. With a cache, an image whose bytes equal a
+ * cached one is not read through the verifier again: only the checks above
+ * run, on the cached facts; an image that passes them all is cached. */
+static int verify_region(const FlashRegion *r, const Efuse *efuse, const TrustCtx *trust, BootCache *cache,
+                         BootApp *ret, BootLog *log, char *err, size_t errlen) {
+        _cleanup_(app_image_verifier_freep) AppImageVerifier *v = NULL;
+        _cleanup_free_ uint8_t *keep = NULL;
+        BootCacheEntry *e = NULL;
+        const uint8_t *sector;
+        BootImageFacts facts;
+        size_t keep_len = 0;
+        int k, block = -1;
+
+        /* a flash error while looking up counts as a miss: the stream meets it again */
+        if (cache && boot_cache_lookup(cache, r, &e) > 0) {
+                facts = *boot_cache_entry_facts(e);
+                sector = boot_cache_entry_sector(e);
+                if (log)
+                        log->ms += facts.read_ms;
+        } else {
+                e = NULL;
+                k = image_stream(r, &facts, &v, cache ? &keep : NULL, &keep_len, log, err, errlen);
+                if (k < 0)
+                        return k;
+                sector = facts.info.has_signature_sector ? app_image_verifier_signature_sector(v) : NULL;
+        }
+
+        k = check_image(r, &facts, sector, e, efuse, trust, ret, &block, log, err, errlen);
+        if (k < 0)
+                return k;
+
+        /* best effort: an image that does not fit under the cap is just not cached */
+        if (keep && boot_cache_add(cache, r->size, &keep, keep_len, &facts, &e) > 0 && block >= 0)
+                boot_cache_entry_note_verified(e, (unsigned) block);
+        return 0;
 }
 
 static FlashRegion *layout_region(BootLayout *l, int index) {
@@ -310,8 +396,8 @@ static void log_partition(BootLog *log, int index, const FlashRegion *r) {
 }
 
 /* try_load_partition(): true when the app in `index` boots. */
-static bool try_load(BootLayout *l, int index, const Efuse *efuse, const TrustCtx *trust, BootApp *app, BootLog *log,
-                     bool *ret_boot_fail) {
+static bool try_load(BootLayout *l, int index, const Efuse *efuse, const TrustCtx *trust, BootCache *cache,
+                     BootApp *app, BootLog *log, bool *ret_boot_fail) {
         FlashRegion *r = layout_region(l, index);
         char err[256] = "";
         int k;
@@ -319,7 +405,7 @@ static bool try_load(BootLayout *l, int index, const Efuse *efuse, const TrustCt
         *ret_boot_fail = false;
         if (!r)
                 return false;
-        k = verify_region(r, efuse, trust, app, log, err, sizeof err);
+        k = verify_region(r, efuse, trust, cache, app, log, err, sizeof err);
         if (k < 0) {
                 if (k == -ESP_ERR_OTA_SMALL_SEC_VER)
                         boot_log(log, 'W', "boot", "Skipping partition at offset 0x%" PRIx32 ": %s", r->offset, err);
@@ -449,7 +535,7 @@ int boot_run(Flash *flash, const PartitionTable *table, Efuse *efuse, const Boot
 
                         if (!layout_region(&l, index))
                                 continue;
-                        if (try_load(&l, index, efuse, &trust, &app, &log, &boot_fail)) {
+                        if (try_load(&l, index, efuse, &trust, o ? o->cache : NULL, &app, &log, &boot_fail)) {
                                 res.app = app;
                                 booted = index;
                                 break;
@@ -602,7 +688,7 @@ int boot_verify_slot(Flash *flash, const PartitionTable *table, const Efuse *efu
         if (l.has_otadata && otadata_read(&l.otadata, &d) >= 0)
                 dp = &d;
         trust_for_boot(&l, dp, o, &trust);
-        k = verify_region(&l.slots[slot], efuse, &trust, &app, NULL, err, errlen);
+        k = verify_region(&l.slots[slot], efuse, &trust, o ? o->cache : NULL, &app, NULL, err, errlen);
         if (k < 0)
                 return k;
         app.slot = (int) slot;
@@ -639,7 +725,7 @@ int boot_mark_app_invalid_rollback(Flash *flash, const PartitionTable *table, Ef
                 BootApp app;
                 TrustCtx trust = {};
                 char err[64];
-                other = verify_region(&l.factory, efuse, &trust, &app, NULL, err, sizeof err) >= 0;
+                other = verify_region(&l.factory, efuse, &trust, opts.cache, &app, NULL, err, sizeof err) >= 0;
         }
         if (!other)
                 return -ESP_ERR_OTA_ROLLBACK_FAILED;

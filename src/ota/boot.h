@@ -40,6 +40,7 @@
 #include "image/app-image.h"
 
 typedef struct Efuse Efuse;
+typedef struct BootCache BootCache;
 
 #define BOOT_MAX_SLOTS 16
 
@@ -53,6 +54,10 @@ typedef struct BootOptions {
         bool has_trusted_key_digest;
         uint8_t trusted_key_digest[32];
         uint64_t start_ms;          /* timestamp of the first log line (ms since reset), 0 = 25 */
+        /* Verification results per image (boot-cache.h), shared by the
+         * devices of a process; NULL = verify every image in full. It never
+         * changes a verdict or a log line. Not owned. */
+        BootCache *cache;
 } BootOptions;
 
 /* The app that runs after a boot. */

@@ -66,7 +66,7 @@ static void dev_close(Dev *d) {
         flash_close(d->flash);
         partition_table_free(d->table);
         efuse_free(d->efuse);
-        snprintf(cmd, sizeof cmd, "rm -rf %s", d->dir);
+        snprintf(cmd, sizeof cmd, "rm -rf %.*s", (int) sizeof d->dir, d->dir);
         cr_assert_eq(system(cmd), 0);
 }
 
@@ -119,7 +119,7 @@ static void put_bytes(Dev *d, unsigned slot, const uint8_t *data, size_t len) {
         cr_assert_eq(flash_region_write(&r, 0, data, len), 0);
 }
 
-static void put_image(Dev *d, unsigned slot, const ImageSpec *s) {
+_unused_ static void put_image(Dev *d, unsigned slot, const ImageSpec *s) {
         _cleanup_free_ uint8_t *img = NULL;
         size_t len;
 
