@@ -588,6 +588,7 @@ static void save_efuse(Device *d) {
 static BootOptions boot_options(Device *d) {
         return (BootOptions) {
                 .signed_apps_no_secure_boot = fleet_config(d->ctx->fleet)->signed_apps_no_secure_boot,
+                .cache = d->ctx->boot_cache,
         };
 }
 

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "basic/log.h"
+#include "ota/boot-cache.h"
 #include "sim/device.h"
 #include "sim/keystore.h"
 #include "sim/manager.h"
@@ -28,6 +29,7 @@ struct Manager {
         X509_STORE *ca_store;           /* one for every device */
         SSL_CTX *ssl_ctx;               /* one for every device */
         Resolver *resolver;
+        BootCache *boot_cache;          /* one image verified once per worker, not once per device */
         unsigned n_workers;
         DeviceContext dctx;             /* what the devices see of us */
 
@@ -246,6 +248,9 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
                 snprintf(err, errlen, "cannot set up TLS for broker '%s': %s", m->config.broker_host, strerror(-r));
                 goto fail;
         }
+        r = boot_cache_new(0, 0, &m->boot_cache);
+        if (r < 0)
+                goto fail;
         r = mqtt_loop_new(e, 1000, &m->mqtt);
         if (r < 0) {
                 snprintf(err, errlen, "cannot set up the MQTT loop: %s", strerror(-r));
@@ -260,6 +265,7 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
                 .connect_bucket = &m->connect_bucket,
                 .rng = &m->rng,
                 .ca_path = m->ca_path,
+                .boot_cache = m->boot_cache,
                 .owner = m,
                 .http = manager_http,
                 .next_bind_address = next_bind_address,
@@ -305,6 +311,7 @@ Manager *manager_free(Manager *m) {
         free(m->ca_path);
         mqtt_loop_free(m->mqtt);
         resolver_free(m->resolver);
+        boot_cache_free(m->boot_cache);
         SSL_CTX_free(m->ssl_ctx);
         X509_STORE_free(m->ca_store);
         daemon_config_done(&m->config);
@@ -423,6 +430,8 @@ void manager_get_stats(Manager *m, ManagerStats *ret) {
                 .ramp_done = m->ramp_started && ramp_done(&m->ramp),
                 .stopped = m->stopping && m->n_in_state[DEVICE_OFF] == m->n_devices,
                 .ota_active = m->ota_active,
+                .boot_cache_hits = boot_cache_hits(m->boot_cache),
+                .boot_cache_misses = boot_cache_misses(m->boot_cache),
                 .ota_queued = (uint32_t) m->ota_q_len,
         };
 

@@ -26,6 +26,8 @@ typedef struct ManagerStats {
         bool stopped;                   /* after manager_stop(): every device is off */
         uint32_t ota_active;            /* downloads running (ota.max_concurrent) */
         uint32_t ota_queued;            /* devices waiting for a download slot */
+        uint64_t boot_cache_hits;       /* boots whose image was verified before (ota/boot-cache.h) */
+        uint64_t boot_cache_misses;
 } ManagerStats;
 
 /* Takes the devices at manifest positions [pos_first, pos_first + n) of
