@@ -1161,7 +1161,7 @@ static int adopt_pending(Plan *p, char *err, size_t errlen) {
         return (int) k;
 }
 
-int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
+static int provision_fleet_blocked(const ProvisionOptions *o, const sigset_t *saved_mask, char *err, size_t errlen) {
         _cleanup_(fleet_freep) Fleet *f = NULL;
         _cleanup_(pki_freep) Pki *pki = NULL;
         _cleanup_free_ FleetDeviceEntry *todo = NULL;
@@ -1307,19 +1307,36 @@ int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
         sigemptyset(&mask);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGTERM);
-        if (sigprocmask(SIG_BLOCK, &mask, &p.saved_mask) < 0 ||
-            (sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
+        p.saved_mask = *saved_mask;
+        if ((sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
                 r = errf(err, errlen, -errno, "signalfd: %s", strerror(errno));
                 goto out;
         }
         r = run_workers(&p, todo, n, jobs, sigfd, &n_done, err, errlen);
         close(sigfd);
-        (void) sigprocmask(SIG_SETMASK, &p.saved_mask, NULL);
         if (r >= 0) {
                 (void) unlink(pending_path);
                 r = (int) n_done;
         }
 out:
         plan_done(&p);
+        return r;
+}
+
+int provision_fleet(const ProvisionOptions *o, char *err, size_t errlen) {
+        sigset_t block, saved;
+        int r;
+
+        /* SIGINT/SIGTERM are blocked from the start, so one that comes while
+         * the run adopts finished devices or makes its key pool is not the
+         * default death: run_workers() reads it from its signalfd (pending
+         * signals included) and stops in order. */
+        sigemptyset(&block);
+        sigaddset(&block, SIGINT);
+        sigaddset(&block, SIGTERM);
+        if (sigprocmask(SIG_BLOCK, &block, &saved) < 0)
+                return errf(err, errlen, -errno, "sigprocmask: %s", strerror(errno));
+        r = provision_fleet_blocked(o, &saved, err, errlen);
+        (void) sigprocmask(SIG_SETMASK, &saved, NULL);
         return r;
 }
