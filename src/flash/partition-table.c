@@ -15,8 +15,18 @@
 
 struct PartitionTable {
         size_t n;
-        Partition entries[PARTITION_TABLE_MAX_ENTRIES];
+        Partition entries[];    /* room for PARTITION_TABLE_MAX_ENTRIES while building, then n */
 };
+
+static PartitionTable *table_alloc(void) {
+        return calloc(1, sizeof(PartitionTable) + PARTITION_TABLE_MAX_ENTRIES * sizeof(Partition));
+}
+
+/* A finished table keeps only its entries: a fleet holds one per device. */
+static PartitionTable *table_trim(PartitionTable *t) {
+        PartitionTable *n = realloc(t, sizeof(PartitionTable) + MAX(t->n, (size_t) 1) * sizeof(Partition));
+        return n ?: t;
+}
 
 /* The first address after the table sector: where auto offsets start and
  * below which no partition may lie (gen_esp32part.py, --offset 0x8000). */
@@ -513,7 +523,7 @@ int partition_table_from_csv(const char *text, const char *filename, PartitionTa
         if (!filename)
                 filename = "<csv>";
 
-        t = calloc(1, sizeof(*t));
+        t = table_alloc();
         copy = strdup(text);
         if (!t || !copy)
                 return -ENOMEM;
@@ -603,7 +613,7 @@ int partition_table_from_csv(const char *text, const char *filename, PartitionTa
         if (r < 0)
                 return r;
 
-        *ret = TAKE_PTR(t);
+        *ret = table_trim(TAKE_PTR(t));
         return 0;
 }
 
@@ -641,7 +651,7 @@ int partition_table_from_binary(const void *data, size_t len, PartitionTable **r
         if (!data || !ret)
                 return -EINVAL;
 
-        t = calloc(1, sizeof(*t));
+        t = table_alloc();
         if (!t)
                 return -ENOMEM;
 
@@ -663,7 +673,7 @@ int partition_table_from_binary(const void *data, size_t len, PartitionTable **r
                         r = partition_table_verify(t, NULL, err, errlen);
                         if (r < 0)
                                 return -EBADMSG;
-                        *ret = TAKE_PTR(t);
+                        *ret = table_trim(TAKE_PTR(t));
                         return 0;
                 }
 

@@ -21,7 +21,6 @@ FleetDevice *fleet_device_free(FleetDevice *d) {
         partition_table_free(d->partitions);
         flash_close(d->flash);
         X509_free(d->cert);
-        X509_free(d->ca_cert);
         if (d->ds_data) {
                 explicit_bzero(d->ds_data, sizeof *d->ds_data);
                 free(d->ds_data);
@@ -93,9 +92,8 @@ int fleet_device_load(Fleet *f, unsigned index, FleetDevice **ret, char *err, si
         if (r < 0)
                 return errf(err, errlen, r, "%s: esp_secure_cert: DEV_CERT %s", flash_path,
                             r == -ENOENT ? "is missing" : "does not parse");
-        r = secure_cert_get_x509(sc, SECURE_CERT_CA_CERT, &d->ca_cert);
-        if (r < 0 && r != -ENOENT)
-                return errf(err, errlen, r, "%s: esp_secure_cert: CA_CERT does not parse", flash_path);
+        /* CA_CERT is not kept: the daemon verifies the broker against the
+         * fleet's ca.crt, one X509_STORE per worker. */
         r = secure_cert_get_ds(sc, chip, d->ds_data, &d->ds_key_block, &d->rsa_bits);
         if (r < 0)
                 return errf(err, errlen, r, "%s: esp_secure_cert: DS_DATA/DS_CONTEXT %s", flash_path,
@@ -111,7 +109,17 @@ int fleet_device_load(Fleet *f, unsigned index, FleetDevice **ret, char *err, si
 }
 
 int fleet_device_ds_key(const FleetDevice *d, DsKey **ret) {
+        if (!d->ds_data)
+                return -ENOKEY;
         return ds_key_new(d->efuse, d->ds_key_block, d->ds_data, X509_get0_pubkey(d->cert), ret);
+}
+
+void fleet_device_forget_ds_data(FleetDevice *d) {
+        if (!d || !d->ds_data)
+                return;
+        explicit_bzero(d->ds_data, sizeof *d->ds_data);
+        free(d->ds_data);
+        d->ds_data = NULL;
 }
 
 int fleet_device_nvs_keys(const FleetDevice *d, unsigned key_block, NvsXtsKeys *ret) {

@@ -164,7 +164,6 @@ typedef struct FleetDevice {
         Flash *flash;                    /* owned, open read-write */
         PartitionTable *partitions;      /* owned, read from flash at 0x8000 */
         X509 *cert;                      /* owned, DEV_CERT from esp_secure_cert */
-        X509 *ca_cert;                   /* owned, CA_CERT from esp_secure_cert (NULL if absent) */
         DsData *ds_data;                 /* owned, DS_DATA from esp_secure_cert */
         unsigned ds_key_block;           /* from DS_CONTEXT */
         unsigned rsa_bits;               /* from DS_CONTEXT */
@@ -181,6 +180,9 @@ FleetDevice *fleet_device_free(FleetDevice *d);
 /* The DS key of a loaded device (eFuse + DS_DATA + the cert's public key);
  * the key borrows d->efuse, so free it before the device. */
 int fleet_device_ds_key(const FleetDevice *d, DsKey **ret);
+/* Drops the DS ciphertext once the DS key holds its own copy (the daemon:
+ * one copy per device, not two); fleet_device_ds_key() fails afterwards. */
+void fleet_device_forget_ds_data(FleetDevice *d);
 
 /* NVS encryption keys, HMAC scheme (esp-formats.md §3.4), computed as the
  * device does it: the HMAC peripheral in upstream mode over the eFuse key

@@ -212,6 +212,7 @@ static int device_load(Device *d) {
         r = keystore_load(d->fd, &d->identity, err, sizeof err);
         if (r < 0)
                 return log_dev_error_errno(d->id, r, "%s", err);
+        fleet_device_forget_ds_data(d->fd);
         r = mqtt_identity_check(d->identity.cert, d->identity.key);
         if (r < 0)
                 return log_dev_error_errno(d->id, r, "Cannot set up TLS: the certificate does not hold the DS key's public key");
