@@ -26,8 +26,21 @@
  *   tears it down itself after any error or hang-up, outside libmosquitto's
  *   callbacks. */
 
+/* Socket events of one dispatch at most: the loop then goes back to its
+ * timers and other sources. */
+#define MQTT_EVENTS_PER_DISPATCH 256
+
 struct MqttLoop {
         sd_event *event;
+        /* All client sockets sit in an epoll set of our own, watched by sd-event
+         * as one fd. sd-event dispatches one source per iteration and polls
+         * its level-triggered fds again before the next: with a source per
+         * socket, a broadcast that makes N sockets readable costs N polls of
+         * N fds. Here one dispatch serves up to MQTT_EVENTS_PER_DISPATCH. */
+        int epfd;
+        sd_event_source *epoll_source;
+        struct epoll_event *batch;      /* the events being dispatched (NULLed when a client goes) */
+        int batch_n;
         sd_event_source *misc_timer;
         uint64_t misc_interval_usec;
         MqttClient *clients;
@@ -50,8 +63,7 @@ struct MqttClient {
         bool will_retain;
 
         struct mosquitto *mosq;         /* only while a session exists */
-        sd_event_source *io;
-        int fd;
+        int fd;                         /* in the loop's epoll set, or -1 */
         uint32_t io_events;
 
         bool busy;                      /* inside mosquitto_loop_*(): no teardown now */
@@ -199,6 +211,7 @@ int socketpair(int domain, int type, int protocol, int sv[2]) {
 
 static void client_sync(MqttClient *c);
 static void client_finish(MqttClient *c);
+static int epoll_handler(sd_event_source *s, int fd, uint32_t revents, void *userdata);
 
 static int misc_handler(sd_event_source *s, uint64_t usec, void *userdata) {
         MqttLoop *l = userdata;
@@ -228,6 +241,19 @@ int mqtt_loop_new(sd_event *e, unsigned misc_interval_ms, MqttLoop **ret) {
         if (!l)
                 return -ENOMEM;
         l->event = sd_event_ref(e);
+        l->epfd = epoll_create1(EPOLL_CLOEXEC);
+        l->batch = calloc(MQTT_EVENTS_PER_DISPATCH, sizeof *l->batch);
+        if (l->epfd < 0 || !l->batch) {
+                r = l->epfd < 0 ? -errno : -ENOMEM;
+                mqtt_loop_free(l);
+                return r;
+        }
+        r = sd_event_add_io(e, &l->epoll_source, l->epfd, EPOLLIN, epoll_handler, l);
+        if (r < 0) {
+                mqtt_loop_free(l);
+                return r;
+        }
+        (void) sd_event_source_set_description(l->epoll_source, "mqtt-sockets");
         l->misc_interval_usec = (uint64_t) MAX(misc_interval_ms, 10u) * 1000;
         r = sd_event_add_time_relative(e, &l->misc_timer, CLOCK_MONOTONIC, l->misc_interval_usec,
                                        l->misc_interval_usec / 10, misc_handler, l);
@@ -251,6 +277,10 @@ MqttLoop *mqtt_loop_free(MqttLoop *l) {
         while (l->clients)
                 mqtt_client_free(l->clients);
         sd_event_source_disable_unref(l->misc_timer);
+        sd_event_source_disable_unref(l->epoll_source);
+        if (l->epfd >= 0)
+                close(l->epfd);
+        free(l->batch);
         sd_event_unref(l->event);
         free(l);
         return NULL;
@@ -303,12 +333,23 @@ static void cb_log(struct mosquitto *m, void *userdata, int level, const char *s
         log_full_errno(LOG_DEBUG, LOG_TOPIC_MQTT, c->client_id, 0, "libmosquitto: %s", str);
 }
 
-static int io_handler(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        MqttClient *c = userdata;
+static void client_unwatch(MqttClient *c) {
+        MqttLoop *l = c->loop;
+
+        if (c->fd >= 0)
+                (void) epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        c->fd = -1;
+        /* an event of this dispatch for the old socket must not reach the client */
+        for (int i = 0; i < l->batch_n; i++)
+                if (l->batch[i].data.ptr == c)
+                        l->batch[i].data.ptr = NULL;
+}
+
+static void client_io(MqttClient *c, int fd, uint32_t revents) {
         int r = MOSQ_ERR_SUCCESS;
 
         if (!c->mosq)
-                return 0;
+                return;
         c->busy = true;
         if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
                 r = mosquitto_loop_read(c->mosq, 1);
@@ -331,6 +372,22 @@ static int io_handler(sd_event_source *s, int fd, uint32_t revents, void *userda
                 errno = err;
         }
         client_sync(c);
+}
+
+static int epoll_handler(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        MqttLoop *l = userdata;
+        int n;
+
+        n = epoll_wait(l->epfd, l->batch, MQTT_EVENTS_PER_DISPATCH, 0);
+        if (n <= 0)
+                return 0;
+        l->batch_n = n;
+        for (int i = 0; i < n; i++) {
+                MqttClient *c = l->batch[i].data.ptr;
+                if (c)
+                        client_io(c, c->fd, l->batch[i].events);
+        }
+        l->batch_n = 0;
         return 0;
 }
 
@@ -348,9 +405,11 @@ static void client_sync(MqttClient *c) {
         }
         uint32_t events = EPOLLIN | (mosquitto_want_write(c->mosq) ? EPOLLOUT : 0);
         if (fd != c->fd) {
-                c->io = sd_event_source_disable_unref(c->io);
-                c->fd = fd;
-                r = sd_event_add_io(c->loop->event, &c->io, fd, events, io_handler, c);
+                client_unwatch(c);
+                struct epoll_event ev = { .events = events, .data.ptr = c };
+                r = epoll_ctl(c->loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+                if (r >= 0)
+                        c->fd = fd;
                 if (r < 0) {
                         log_full_errno(LOG_ERR, LOG_TOPIC_MQTT, c->client_id, r, "Failed to watch socket: %m");
                         c->lost = true;
@@ -360,7 +419,8 @@ static void client_sync(MqttClient *c) {
                 }
                 c->io_events = events;
         } else if (events != c->io_events) {
-                (void) sd_event_source_set_io_events(c->io, events);
+                struct epoll_event ev = { .events = events, .data.ptr = c };
+                (void) epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, fd, &ev);
                 c->io_events = events;
         }
 }
@@ -371,8 +431,7 @@ static void client_finish(MqttClient *c) {
         int rc = c->lost_rc, saved_errno = errno;
         bool expected = c->disconnect_requested && (rc == MOSQ_ERR_SUCCESS || c->connected);
 
-        c->io = sd_event_source_disable_unref(c->io);
-        c->fd = -1;
+        client_unwatch(c);
         if (c->mosq) {
                 mosquitto_destroy(c->mosq);
                 c->mosq = NULL;
@@ -427,7 +486,7 @@ int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx, X509 *cert
 MqttClient *mqtt_client_free(MqttClient *c) {
         if (!c)
                 return NULL;
-        c->io = sd_event_source_disable_unref(c->io);
+        client_unwatch(c);
         if (c->mosq)
                 mosquitto_destroy(c->mosq);
         if (c->prev)
