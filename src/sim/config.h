@@ -44,6 +44,7 @@ typedef struct DaemonConfig {
         unsigned backoff_max_ms;
         double backoff_jitter;           /* 0..1: fraction of the delay drawn at random */
         double connect_rate_max;         /* fleet-wide connection attempts per second */
+        unsigned connect_inflight_max;   /* fleet-wide connection attempts in flight (TCP+TLS+CONNACK) */
         unsigned connect_timeout_ms;     /* TCP+TLS+CONNACK must finish within this */
         unsigned give_up_after;          /* consecutive failed attempts before FAILED; 0 = never */
 

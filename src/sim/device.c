@@ -76,6 +76,8 @@ struct Device {
         bool ota_waiting;               /* queued for a download slot (ota.max_concurrent) */
         bool ota_waiting_broadcast;
         bool ota_has_slot;
+        bool connect_waiting;           /* CONNECTING: in line for an attempt slot */
+        bool connect_has_slot;
 };
 
 static void device_enter_state(Device *d, DeviceState s);
@@ -734,7 +736,8 @@ static void start_connect(Device *d) {
         device_arm(d, (uint64_t) cfg(d)->connect_timeout_ms * 1000);
 }
 
-static void enter_connecting(Device *d) {
+/* Then a token (the attempt rate), then the attempt. */
+static void connecting_with_slot(Device *d) {
         uint64_t wait = token_bucket_reserve(d->ctx->connect_bucket, device_now(d));
 
         if (wait > 0) {
@@ -743,6 +746,33 @@ static void enter_connecting(Device *d) {
                 return;
         }
         start_connect(d);
+}
+
+static void enter_connecting(Device *d) {
+        /* First a slot among the attempts in flight: a broker slower than the
+         * offered rate sees fewer attempts at once, instead of each of many
+         * waiting until its connect timeout. */
+        if (!d->connect_has_slot) {
+                if (!d->ctx->connect_slot_take(d->ctx->owner, d)) {
+                        d->connect_waiting = true;
+                        return;
+                }
+                d->connect_has_slot = true;
+        }
+        connecting_with_slot(d);
+}
+
+bool device_connect_slot_granted(Device *d) {
+        if (!d->connect_waiting || d->state != DEVICE_CONNECTING)
+                return false;
+        d->connect_waiting = false;
+        if (!d->ctx->connect_slot_take(d->ctx->owner, d)) {
+                d->connect_waiting = true; /* queued again */
+                return false;
+        }
+        d->connect_has_slot = true;
+        connecting_with_slot(d);
+        return true;
 }
 
 static void enter_online(Device *d) {
@@ -840,6 +870,15 @@ static void device_enter_state(Device *d, DeviceState s) {
 
 static void device_apply_state(Device *d, DeviceState s) {
         DeviceState old = d->state;
+
+        if (old == DEVICE_CONNECTING && s != DEVICE_CONNECTING) {
+                /* the attempt is over (online, failed, stopped): its slot is free */
+                d->connect_waiting = false;
+                if (d->connect_has_slot) {
+                        d->connect_has_slot = false;
+                        d->ctx->connect_slot_release(d->ctx->owner, d);
+                }
+        }
 
         if (old != s)
                 log_dev_debug(d->id, "%s -> %s", device_state_to_string(old), device_state_to_string(s));

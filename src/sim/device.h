@@ -62,6 +62,10 @@ typedef struct DeviceContext {
          * when queued, and device_ota_slot_granted() follows later. */
         bool (*ota_slot_take)(void *owner, Device *d);
         void (*ota_slot_release)(void *owner, Device *d);
+        /* A connection attempt in flight (reconnect.connect_inflight_max), the
+         * same way: device_connect_slot_granted() follows a false. */
+        bool (*connect_slot_take)(void *owner, Device *d);
+        void (*connect_slot_release)(void *owner, Device *d);
 } DeviceContext;
 
 int device_new(const DeviceContext *ctx, const FleetDeviceEntry *e, Device **ret);
@@ -78,6 +82,8 @@ void device_reload(Device *d);
 /* The slot asked for with ota_slot_take() is this device's now. Returns
  * false when the device no longer wants it (it gave it back). */
 bool device_ota_slot_granted(Device *d);
+/* The same for a connection slot. */
+bool device_connect_slot_granted(Device *d);
 
 DeviceState device_get_state(const Device *d);
 const char *device_get_id(const Device *d);

@@ -21,6 +21,52 @@
  * milliseconds and the sockets, keepalives and reports run in between. */
 #define RAMP_BATCH_MAX 16
 
+/* A counted resource with a line of devices waiting for it, in arrival order. */
+typedef struct Slots {
+        unsigned active, max;
+        Device **ring;
+        size_t head, len, cap;
+} Slots;
+
+static bool slots_take(Slots *q, Device *d) {
+        if (q->active < q->max) {
+                q->active++;
+                return true;
+        }
+        if (q->len == q->cap) {
+                size_t cap = MAX(q->cap * 2, (size_t) 64);
+                Device **n = calloc(cap, sizeof *n);
+                if (!n)
+                        return false; /* not queued: the caller retries on its own */
+                for (size_t i = 0; i < q->len; i++)
+                        n[i] = q->ring[(q->head + i) % q->cap];
+                free(q->ring);
+                q->ring = n;
+                q->cap = cap;
+                q->head = 0;
+        }
+        q->ring[(q->head + q->len++) % q->cap] = d;
+        return false;
+}
+
+/* Gives a slot back and hands free slots to the first devices in line that
+ * still want one (`grant` returns false for a device that no longer does). */
+static void slots_release(Slots *q, bool (*grant)(Device *d), bool stopping) {
+        if (q->active > 0)
+                q->active--;
+        while (q->len > 0 && q->active < q->max && !stopping) {
+                Device *next = q->ring[q->head];
+                q->head = (q->head + 1) % q->cap;
+                q->len--;
+                (void) grant(next);
+        }
+}
+
+static void slots_done(Slots *q) {
+        free(q->ring);
+        q->ring = NULL;
+}
+
 struct Manager {
         sd_event *event;
         DaemonConfig config;            /* own copy, updated in place on reload */
@@ -48,9 +94,8 @@ struct Manager {
         HttpClient *http;               /* OTA downloads, created on first use */
         char *ca_path;                  /* FLEET/ca.crt */
 
-        unsigned ota_active;            /* download slots in use (ota.max_concurrent) */
-        Device **ota_queue;             /* devices waiting for a slot, in arrival order (a ring) */
-        size_t ota_q_head, ota_q_len, ota_q_cap;
+        Slots ota_slots;                /* downloads (ota.max_concurrent) */
+        Slots connect_slots;            /* connection attempts in flight (reconnect.connect_inflight_max) */
 
         bool stopping;
         void (*stop_done)(Manager *m, void *userdata);
@@ -117,40 +162,22 @@ static void device_state_changed(void *owner, Device *d, DeviceState old, Device
 
 static bool ota_slot_take(void *owner, Device *d) {
         Manager *m = owner;
-
-        if (m->ota_active < m->config.ota_max_concurrent) {
-                m->ota_active++;
-                return true;
-        }
-        if (m->ota_q_len == m->ota_q_cap) {
-                size_t cap = MAX(m->ota_q_cap * 2, (size_t) 64);
-                Device **q = calloc(cap, sizeof *q);
-                if (!q)
-                        return false; /* the device stays waiting; it can ask again */
-                for (size_t i = 0; i < m->ota_q_len; i++)
-                        q[i] = m->ota_queue[(m->ota_q_head + i) % m->ota_q_cap];
-                free(m->ota_queue);
-                m->ota_queue = q;
-                m->ota_q_cap = cap;
-                m->ota_q_head = 0;
-        }
-        m->ota_queue[(m->ota_q_head + m->ota_q_len++) % m->ota_q_cap] = d;
-        return false;
+        return slots_take(&m->ota_slots, d);
 }
 
 static void ota_slot_release(void *owner, Device *d) {
         Manager *m = owner;
+        slots_release(&m->ota_slots, device_ota_slot_granted, m->stopping);
+}
 
-        if (m->ota_active > 0)
-                m->ota_active--;
-        /* hand the slot to the first device that still wants one */
-        while (m->ota_q_len > 0 && m->ota_active < m->config.ota_max_concurrent && !m->stopping) {
-                Device *next = m->ota_queue[m->ota_q_head];
-                m->ota_q_head = (m->ota_q_head + 1) % m->ota_q_cap;
-                m->ota_q_len--;
-                if (device_ota_slot_granted(next))
-                        break;
-        }
+static bool connect_slot_take(void *owner, Device *d) {
+        Manager *m = owner;
+        return slots_take(&m->connect_slots, d);
+}
+
+static void connect_slot_release(void *owner, Device *d) {
+        Manager *m = owner;
+        slots_release(&m->connect_slots, device_connect_slot_granted, m->stopping);
 }
 
 /* ---- ramp ----------------------------------------------------------------- */
@@ -158,6 +185,8 @@ static void ota_slot_release(void *owner, Device *d) {
 static void manager_rates(Manager *m) {
         double share = m->config.connect_rate_max / m->n_workers;
         token_bucket_set_rate(&m->connect_bucket, share, MAX(1.0, share / 10), manager_now(m));
+        m->connect_slots.max = MAX(m->config.connect_inflight_max / m->n_workers, 1u);
+        m->ota_slots.max = m->config.ota_max_concurrent;
 }
 
 static int ramp_handler(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -272,6 +301,8 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
                 .state_changed = device_state_changed,
                 .ota_slot_take = ota_slot_take,
                 .ota_slot_release = ota_slot_release,
+                .connect_slot_take = connect_slot_take,
+                .connect_slot_release = connect_slot_release,
         };
         m->devices = calloc(MAX(n, (size_t) 1), sizeof(Device *));
         if (!m->devices) {
@@ -305,7 +336,8 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_devices; i++)
                 device_free(m->devices[i]);
         free(m->devices);
-        free(m->ota_queue);
+        slots_done(&m->ota_slots);
+        slots_done(&m->connect_slots);
         sd_event_source_disable_unref(m->ramp_timer);
         http_client_free(m->http);
         free(m->ca_path);
@@ -394,6 +426,7 @@ void manager_reload(Manager *m, const DaemonConfig *c) {
         t->backoff_max_ms = c->backoff_max_ms;
         t->backoff_jitter = c->backoff_jitter;
         t->connect_rate_max = c->connect_rate_max;
+        t->connect_inflight_max = c->connect_inflight_max;
         t->connect_timeout_ms = c->connect_timeout_ms;
         t->give_up_after = c->give_up_after;
         t->boot_time_ms = c->boot_time_ms;
@@ -429,10 +462,10 @@ void manager_get_stats(Manager *m, ManagerStats *ret) {
                                           (m->stopping ? 0 : m->n_in_state[DEVICE_OFF])),
                 .ramp_done = m->ramp_started && ramp_done(&m->ramp),
                 .stopped = m->stopping && m->n_in_state[DEVICE_OFF] == m->n_devices,
-                .ota_active = m->ota_active,
+                .ota_active = m->ota_slots.active,
                 .boot_cache_hits = boot_cache_hits(m->boot_cache),
                 .boot_cache_misses = boot_cache_misses(m->boot_cache),
-                .ota_queued = (uint32_t) m->ota_q_len,
+                .ota_queued = (uint32_t) m->ota_slots.len,
         };
 
         /* O(devices) once per report: the message counters live in the
