@@ -626,6 +626,12 @@ static int device_boot(Device *d) {
         r = boot_run(d->fd->flash, d->fd->partitions, d->fd->efuse, &bo, &d->boot);
         for (size_t i = 0; i < d->boot.n_log; i++)
                 device_queue_line(d, d->boot.log[i]);
+        /* the lines live on in d->pending until they are published */
+        for (size_t i = 0; i < d->boot.n_log; i++)
+                free(d->boot.log[i]);
+        free(d->boot.log);
+        d->boot.log = NULL;
+        d->boot.n_log = 0;
         if (d->boot.efuse_changed)
                 save_efuse(d);
         if (r < 0)
