@@ -73,6 +73,7 @@ const path = require('path');
 const { performance, monitorEventLoopDelay } = require('perf_hooks');
 const heapLimit = require('v8').getHeapStatistics().heap_size_limit;
 const mqtt = require('mqtt');
+const { parseOptions } = require('./args');
 
 const VERSION = '1.0.0';
 const ONLINE = JSON.stringify({ state: 'online', version: VERSION });
@@ -97,35 +98,10 @@ function parseArgs(argv) {
     '--progress': 'progress',
   };
   const str = { '--certs': 'certs', '--host': 'host', '--servername': 'servername', '--ca': 'ca' };
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i];
-    let v;
-    const eq = a.indexOf('=');
-    if (a.startsWith('--') && eq > 0) {
-      v = a.slice(eq + 1);
-      a = a.slice(0, eq);
-    }
-    if (a === '-h' || a === '--help') {
-      process.stdout.write('usage: peer.js --certs DIR [--n N] [--rate R] [--hold S] [--timeout S] ' +
+  parseOptions(argv, o, num, str, 'usage: peer.js --certs DIR [--n N] [--rate R] [--hold S] [--timeout S] ' +
         '[--host H] [--port P] [--servername NAME] [--ca FILE] [--attempt-timeout S] ' +
-        '[--retry-delay MS] [--keepalive S] [--progress S]\n');
-      process.exit(0);
-    }
-    if (!(a in num) && !(a in str))
-      die(`unknown option '${a}'`);
-    if (v === undefined) {
-      if (i + 1 >= argv.length)
-        die(`${a} needs a value`);
-      v = argv[++i];
-    }
-    if (a in str) {
-      o[str[a]] = v;
-    } else {
-      if (!/^[0-9]+(\.[0-9]+)?$/.test(v))
-        die(`${a}: '${v}' is not a non-negative number`);
-      o[num[a]] = Number(v);
-    }
-  }
+        '[--retry-delay MS] [--keepalive S] [--progress S]\n', die);
+
   if (!o.certs)
     die('--certs DIR is required');
   if (o.n !== null && (!Number.isInteger(o.n) || o.n < 1))

@@ -55,6 +55,7 @@ const fs = require('fs');
 const path = require('path');
 const { performance } = require('perf_hooks');
 const mqtt = require('mqtt');
+const { parseOptions } = require('./args');
 
 function die(msg, code = 2) {
   process.stderr.write(`probe: ${msg}\n`);
@@ -73,35 +74,10 @@ function parseArgs(argv) {
     '--servername': 'servername', '--topic': 'topic', '--payload': 'payload', '--match': 'match',
     '--log-topic': 'logTopic', '--ids': 'ids',
   };
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i];
-    let v;
-    const eq = a.indexOf('=');
-    if (a.startsWith('--') && eq > 0) {
-      v = a.slice(eq + 1);
-      a = a.slice(0, eq);
-    }
-    if (a === '-h' || a === '--help') {
-      process.stdout.write('usage: probe.js --pki PKI --n N [--port P] [--host H] [--servername NAME] ' +
+  parseOptions(argv, o, num, str, 'usage: probe.js --pki PKI --n N [--port P] [--host H] [--servername NAME] ' +
         '[--topic T] [--payload P] [--match REGEX] [--log-topic PATTERN] [--ids REGEX] ' +
-        '[--timeout S] [--wait-online S] [--qos Q]\n');
-      process.exit(0);
-    }
-    if (!(a in num) && !(a in str))
-      die(`unknown option '${a}'`);
-    if (v === undefined) {
-      if (i + 1 >= argv.length)
-        die(`${a} needs a value`);
-      v = argv[++i];
-    }
-    if (a in str) {
-      o[str[a]] = v;
-    } else {
-      if (!/^[0-9]+(\.[0-9]+)?$/.test(v))
-        die(`${a}: '${v}' is not a non-negative number`);
-      o[num[a]] = Number(v);
-    }
-  }
+        '[--timeout S] [--wait-online S] [--qos Q]\n', die);
+
   if (!Number.isInteger(o.n) || o.n < 1)
     die('--n N (a positive integer) is required');
   if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535)
