@@ -26,6 +26,7 @@ typedef struct Slots {
         unsigned active, max;
         Device **ring;
         size_t head, len, cap;
+        bool granting;                  /* inside slots_release(): no recursion */
 } Slots;
 
 static bool slots_take(Slots *q, Device *d) {
@@ -54,12 +55,19 @@ static bool slots_take(Slots *q, Device *d) {
 static void slots_release(Slots *q, bool (*grant)(Device *d), bool stopping) {
         if (q->active > 0)
                 q->active--;
+        /* A granted device may fail at once (a refused connect) and give its
+         * slot back from inside grant(): the loop below goes on with the next
+         * one instead of recursing once per device in line. */
+        if (q->granting)
+                return;
+        q->granting = true;
         while (q->len > 0 && q->active < q->max && !stopping) {
                 Device *next = q->ring[q->head];
                 q->head = (q->head + 1) % q->cap;
                 q->len--;
                 (void) grant(next);
         }
+        q->granting = false;
 }
 
 static void slots_done(Slots *q) {
