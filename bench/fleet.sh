@@ -79,10 +79,12 @@ write_conf "$T/bench.conf" "$FLEET" \
         "log = { summary_interval = 5; };"
 online() { grep -E '"state":"online"' "$T/status.out" | cut -d' ' -f1 | sort -u | wc -l; }
 t0=$(date +%s.%N)
+broker0=$(cpu_ticks "$MQTT_PID")
 start_daemon "$T/bench.conf"
 all_online() { [ "$(online)" -ge "$N" ]; }
 wait_for 1200 all_online || log "only $(online)/$N online after 1200 s"
 t1=$(date +%s.%N)
+broker_ms=$(awk -v a="$broker0" -v b="$(cpu_ticks "$MQTT_PID")" -v hz="$hz" -v n="$N" 'BEGIN {printf "%.2f", (b - a) * 1000 / hz / n}')
 secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b-a}')
 rate=$(awk -v n="$N" -v s="$secs" 'BEGIN {printf "%.0f", n/s}')
 procs="$DAEMON_PID $(pgrep -P "$DAEMON_PID" | tr '\n' ' ')"
@@ -126,6 +128,7 @@ printf '\n| measure | espfleetd | MQTT.js peer | broker ceiling |\n|---|---|---|
 printf '| %s devices online after | %s s (%s/s, %s%% of the ceiling) | %s s (%s/s) | %s mTLS handshakes/s |\n' \
         "$N" "$secs" "$rate" "$pct" "$(field "$peer" secs)" "$(field "$peer" rate)" "$base_rate"
 printf '| client CPU per device, start to online | %s ms | %s ms | |\n' "$cpu_ms" "$(field "$peer" cpu_ms_per_client)"
+printf '| broker CPU per device while they come online | %s ms | | |\n' "$broker_ms"
 printf '| RSS per online device (all processes) | %s KiB (%s MiB) | %s KiB | |\n' "$per_dev" "$((rss_kb / 1024))" \
         "$(field "$peer" rss_kib_per_client)"
 printf '| connect timeouts / worker restarts | %s / %s (%s workers) | failures %s | |\n' "$timeouts" "$restarts" \
