@@ -734,6 +734,9 @@ static void start_connect(Device *d) {
         if (r < 0) {
                 d->failures++;
                 d->settled = true;
+                /* refused at once (no route to this address family, say): the
+                 * next attempt tries the next address, as an asynchronous failure does */
+                resolver_connect_failed(d->ctx->resolver, addr);
                 log_dev_warning_errno(d->id, r, "Cannot start connecting to %s:%u: %m", cfg(d)->broker_host,
                                       cfg(d)->broker_port);
                 device_enter_state(d, DEVICE_BACKOFF);
