@@ -8,8 +8,10 @@ ESPFLEET_DEB_PACKAGES=(
         libsystemd-dev
         libcurl4-openssl-dev curl
         libconfig-dev
+        libjson-c-dev libmicrohttpd-dev
         libcriterion-dev
         nginx
+        prometheus chromium fonts-dejavu-core
         python3 procps ca-certificates
 )
 
