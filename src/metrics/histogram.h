@@ -37,10 +37,15 @@ typedef struct Histogram {
 /* A zero-filled Histogram is empty (fresh shared memory needs nothing). */
 void histogram_init(Histogram *h);
 
+/* Whether nothing is counted: the bucket of min holds nothing. O(1). */
+bool histogram_is_empty(const Histogram *h);
+
+/* O(1), no allocation. n == 0 records nothing. */
 void histogram_record(Histogram *h, uint64_t value);
 void histogram_record_n(Histogram *h, uint64_t value, uint64_t n);
 
-/* dst += src. */
+/* dst += src: adds the counts over the buckets of [src->min, src->max] only,
+ * so that merging a sparse histogram is cheap; an empty src changes nothing. */
 void histogram_merge(Histogram *dst, const Histogram *src);
 void histogram_reset(Histogram *h);
 
@@ -48,14 +53,27 @@ void histogram_reset(Histogram *h);
 uint64_t histogram_count(const Histogram *h);
 
 /* The value at percentile p (0..100): the highest value equivalent to the
- * bucket that holds the p-th percentile, clamped to [min, max]. 0 when empty. */
+ * bucket that holds the value of rank ceil(p / 100 * count) (at least 1),
+ * clamped to [min, max]. p <= 0 (or NaN) gives min, p >= 100 max, and an
+ * empty histogram 0. */
 uint64_t histogram_percentile(const Histogram *h, double p);
 
 /* Number of values whose bucket lies entirely at or below `v`: the
- * cumulative count of a Prometheus bucket `le`. Monotonic in v. */
+ * cumulative count of a Prometheus bucket `le`. Monotonic in v; exact when v
+ * is the highest equivalent value of a bucket, and all of them when v >= max. */
 uint64_t histogram_count_le(const Histogram *h, uint64_t v);
 
-/* The bucket arithmetic, for tests and for readers that walk the counts. */
+/* The bucket arithmetic, for tests and for readers that walk the counts.
+ * Values 0 .. 2047 have an index each (index = value); above, the index of
+ * v in [2^(10+b), 2^(11+b)), b >= 1, is b * 1024 + (v >> b). The index grows
+ * with the value. A value above HISTOGRAM_HIGHEST is taken as
+ * HISTOGRAM_HIGHEST, as histogram_record() does. The lowest and highest
+ * equivalent values of v are the first and last value that share its
+ * counts[] element, counts[histogram_index_of(v)]. */
 size_t histogram_index_of(uint64_t value);
 uint64_t histogram_lowest_equivalent(uint64_t value);
 uint64_t histogram_highest_equivalent(uint64_t value);
+
+/* The lowest value counted at counts[index] (an index past the end is taken
+ * as the last one): histogram_index_of(histogram_value_at_index(i)) == i. */
+uint64_t histogram_value_at_index(size_t index);
