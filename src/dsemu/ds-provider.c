@@ -11,6 +11,7 @@
  * that never fetches from us. */
 
 #include <pthread.h>
+#include <time.h>
 
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
@@ -844,6 +845,20 @@ static int ds_sig_sign_init(void *ctx, void *provkey, const OSSL_PARAM params[])
         return ds_sig_set_ctx_params(c, params);
 }
 
+static void (*sign_observer)(uint64_t nsec, void *userdata);
+static void *sign_observer_userdata;
+
+void ds_provider_set_sign_observer(void (*fn)(uint64_t nsec, void *userdata), void *userdata) {
+        sign_observer = fn;
+        sign_observer_userdata = userdata;
+}
+
+static uint64_t mono_nsec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
+}
+
 static int ds_sig_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize,
                        const unsigned char *tbs, size_t tbslen) {
         DsSigCtx *c = ctx;
@@ -877,7 +892,10 @@ static int ds_sig_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t sig
                 return ds_raise(-EOPNOTSUPP, "pad mode %d", c->pad);
         }
 
+        uint64_t t0 = sign_observer ? mono_nsec() : 0;
         r = ds_key_sign_raw(c->key->ds, em, k, sig);
+        if (sign_observer && r >= 0)
+                sign_observer(mono_nsec() - t0, sign_observer_userdata);
         if (r < 0)
                 return ds_raise(r, "DS signature failed: %s", esp_err_to_name(r));
         *siglen = k;

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdint.h>
+
 /* "espds": an in-process OpenSSL 3 provider whose RSA keys live in the
  * emulated DS peripheral (ds.h). It holds both the RSA key management and
  * the RSA signature operation, because libssl fails when the two come from
@@ -51,3 +53,8 @@ bool ds_provider_pkey_is_ds(const EVP_PKEY *pkey);
  * raised by the espds provider as a negative int (-ESP_ERR_HW_CRYPTO_DS_*,
  * -EINVAL, …), or 0 if the provider raised none. */
 int ds_provider_pop_error(void);
+
+/* Called after every signature the provider makes, with its duration in
+ * nanoseconds (the DS histogram of the worker's metrics). NULL removes it.
+ * One observer per process: the provider has no other state to hang it on. */
+void ds_provider_set_sign_observer(void (*fn)(uint64_t nsec, void *userdata), void *userdata);

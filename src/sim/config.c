@@ -213,6 +213,8 @@ static const ConfigItem config_items[] = {
           .comment = "seconds between two telemetry readings of one device" },
         { "telemetry.topic", CONFIG_STRING, F(telemetry_topic), "/esp/%s/telemetry", .check = check_topic_template, .live = true,
           .comment = "telemetry topic, %s = device id" },
+        { "telemetry.qos", CONFIG_UINT, F(telemetry_qos), "0", 0, 1, .live = true,
+          .comment = "QoS of telemetry publishes (1: each PUBACK is timed, espfleet_puback_seconds)" },
 
         { "ota.default_url", CONFIG_STRING, F(ota_default_url), "", .check = check_https_url_or_empty, .live = true,
           .comment = "firmware URL when use_url = 0 (CONFIG_EXAMPLE_FIRMWARE_UPGRADE_URL)" },

@@ -55,6 +55,7 @@ typedef struct DaemonConfig {
         char *telemetry_topic;
         bool telemetry_enabled;
         unsigned telemetry_interval_s;
+        unsigned telemetry_qos;
         unsigned default_interval_s;     /* OTA interval before /esp/update/interval was ever set */
 
         /* OTA */

@@ -78,6 +78,18 @@ struct Device {
         bool ota_has_slot;
         bool connect_waiting;           /* CONNECTING: in line for an attempt slot */
         bool connect_has_slot;
+
+        /* Measurements (metrics/metrics.h): times are CLOCK_MONOTONIC µs. */
+        MetricsDevice *rec;             /* this device's record in the worker's block; not owned */
+        uint64_t start_due_usec;        /* device_start(): when the ramp wanted us up */
+        uint64_t connect_due_usec;      /* when the current attempt was due */
+        bool connect_timed_out;
+        bool booted_once;
+        bool power_cut;                 /* device_power_cut() is dropping the connection */
+        uint64_t ota_run_usec;          /* update/run received, until online with another version */
+        char ota_from_version[33];
+        uint64_t ota_start_usec, ota_written_usec;
+        char *ota_url_override;         /* device_ota_now(url) */
 };
 
 static void device_enter_state(Device *d, DeviceState s);
@@ -91,6 +103,45 @@ static uint64_t device_now(Device *d) {
         uint64_t t = 0;
         (void) sd_event_now(d->ctx->event, CLOCK_MONOTONIC, &t);
         return t;
+}
+
+static uint64_t mono_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static uint64_t real_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static MetricsBlock *mb(Device *d) {
+        return d->ctx->metrics;
+}
+
+/* The device's last error, for `espfleet status` and the reports. */
+static void device_note_error(Device *d, const char *fmt, ...) _printf_(2, 3);
+static void device_note_error(Device *d, const char *fmt, ...) {
+        char buf[sizeof d->rec->last_error];
+        va_list ap;
+
+        va_start(ap, fmt);
+        (void) vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        metrics_device_begin(d->rec);
+        metrics_set_field(d->rec->last_error, buf);
+        d->rec->last_error_usec = real_usec();
+        metrics_device_end(d->rec);
+}
+
+static int device_publish(Device *d, const char *topic, const void *payload, size_t len, int qos, bool retain,
+                          uint64_t due_usec) {
+        int r = mqtt_client_publish_due(d->client, topic, payload, len, qos, retain, due_usec ?: mono_usec());
+        if (r >= 0)
+                metrics_count(mb(d), METRIC_MESSAGES_OUT, 1);
+        return r;
 }
 
 static uint32_t ms_since_boot(Device *d) {
@@ -115,7 +166,7 @@ static void device_esp_log(Device *d, EspLogLevel level, const char *tag, const 
                 return;
         if (topic_expand(cfg(d)->log_topic, d->id, topic, sizeof topic) < 0)
                 return;
-        (void) mqtt_client_publish(d->client, topic, line, (size_t) n, (int) cfg(d)->qos, false);
+        (void) device_publish(d, topic, line, (size_t) n, (int) cfg(d)->qos, false, 0);
 }
 
 /* Keeps a preformatted line for the log topic until the device is online
@@ -152,8 +203,8 @@ static void device_flush_pending(Device *d) {
 
         for (size_t i = 0; i < d->n_pending; i++) {
                 if (ok && d->client)
-                        (void) mqtt_client_publish(d->client, topic, d->pending[i], strlen(d->pending[i]),
-                                                   (int) cfg(d)->qos, false);
+                        (void) device_publish(d, topic, d->pending[i], strlen(d->pending[i]), (int) cfg(d)->qos,
+                                              false, 0);
                 free(d->pending[i]);
         }
         free(d->pending);
@@ -179,6 +230,11 @@ static void device_arm(Device *d, uint64_t usec) {
         (void) sd_event_source_set_enabled(d->timer, SD_EVENT_ONESHOT);
 }
 
+static void device_arm_at(Device *d, uint64_t when) {
+        uint64_t now = device_now(d);
+        device_arm(d, when > now ? when - now : 0);
+}
+
 static void device_disarm(Device *d) {
         if (d->timer)
                 (void) sd_event_source_set_enabled(d->timer, SD_EVENT_OFF);
@@ -197,7 +253,7 @@ static void publish_status(Device *d, bool online) {
          * makes mosquitto < 2.0.22 log a bogus "disconnected due to out of
          * memory" (eclipse-mosquitto/mosquitto#3253). TCP keeps the order, so
          * the broker still stores it before it handles the DISCONNECT. */
-        (void) mqtt_client_publish(d->client, topic, payload, (size_t) n, online ? 1 : 0, true);
+        (void) device_publish(d, topic, payload, (size_t) n, online ? 1 : 0, true, 0);
 }
 
 /* ---- loading ----------------------------------------------------------- */
@@ -257,6 +313,10 @@ static void handle_command(Device *d, DeviceCommand c, bool broadcast, const voi
                 break;
         case DEVICE_COMMAND_RUN:
                 log_dev_info(d->id, "Command %s%s accepted", name, broadcast ? " (broadcast)" : "");
+                if (!d->ota_run_usec) {
+                        d->ota_run_usec = mono_usec();
+                        snprintf(d->ota_from_version, sizeof d->ota_from_version, "%s", d->version);
+                }
                 device_start_ota(d, broadcast);
                 return;
         case DEVICE_COMMAND_RESTART:
@@ -309,6 +369,7 @@ static void on_message(MqttClient *c, const char *topic, const void *payload, si
         DeviceCommand cmd;
         bool broadcast;
 
+        metrics_count(mb(d), METRIC_MESSAGES_IN, 1);
         if (d->state != DEVICE_ONLINE)
                 return;
         if (command_from_topic(topic, d->id, &cmd, &broadcast) < 0) {
@@ -327,6 +388,99 @@ static void on_drained(MqttClient *c, void *userdata) {
                 restart_disconnect(d);
 }
 
+/* The phases of the attempt that just ended, into the histograms. */
+static void attempt_measure(Device *d, bool accepted) {
+        const MqttAttemptInfo *a = mqtt_client_attempt(d->client);
+        uint64_t now = mono_usec();
+
+        if (a->tcp_usec && a->tcp_usec >= a->started_usec)
+                metrics_observe(mb(d), METRIC_TCP_CONNECT, a->tcp_usec - a->started_usec);
+        if (a->tls_usec && a->tcp_usec && a->tls_usec >= a->tcp_usec)
+                metrics_observe(mb(d), METRIC_TLS_HANDSHAKE, a->tls_usec - a->tcp_usec);
+        if (!accepted)
+                return;
+        uint64_t due = d->connect_due_usec && d->connect_due_usec <= now ? d->connect_due_usec : a->started_usec;
+        uint64_t total = now - MIN(due, now);
+        if (a->tls_usec && now >= a->tls_usec)
+                metrics_observe(mb(d), METRIC_CONNACK, now - a->tls_usec);
+        metrics_observe(mb(d), METRIC_CONNECT, total);
+        metrics_count(mb(d), METRIC_CONNECTS, 1);
+        metrics_device_begin(d->rec);
+        d->rec->connects++;
+        d->rec->online_ever = 1;
+        d->rec->last_connect_usec = total;
+        d->rec->max_connect_usec = MAX(d->rec->max_connect_usec, total);
+        metrics_device_end(d->rec);
+}
+
+/* Why the attempt failed, as a metrics reason (metrics.h). */
+static unsigned attempt_failure_reason(Device *d, int reason) {
+        const MqttAttemptInfo *a = mqtt_client_attempt(d->client);
+        int e = reason < 0 ? -reason : 0;
+
+        if (a->connack > 0)
+                return METRIC_REASON(METRIC_REASON_CONNACK, a->connack);
+        if (a->alert_received >= 0)
+                return METRIC_REASON(METRIC_REASON_TLS_ALERT, a->alert_received);
+        if (a->alert_sent >= 0 && a->verify_result != X509_V_OK)
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_CERT_VERIFY);
+        if (d->connect_timed_out)
+                return METRIC_REASON(METRIC_REASON_GENERIC, !a->tcp_usec ? METRIC_REASON_TCP_TIMEOUT :
+                                     !a->tls_usec ? METRIC_REASON_TLS_HANDSHAKE : METRIC_REASON_NO_CONNACK);
+        switch (e) {
+        case ECONNREFUSED:
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_TCP_REFUSED);
+        case ETIMEDOUT:
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_TCP_TIMEOUT);
+        case EHOSTUNREACH:
+        case ENETUNREACH:
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_TCP_UNREACHABLE);
+        default:
+                break;
+        }
+        if (a->tcp_usec && !a->tls_usec)
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_TLS_HANDSHAKE);
+        if (a->tls_usec)
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_NO_CONNACK);
+        if (e == ECONNRESET)
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_TCP_RESET);
+        return e > 0 && e < 256 ? METRIC_REASON(METRIC_REASON_ERRNO, e)
+                                : METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_OTHER);
+}
+
+static unsigned disconnect_reason(int reason) {
+        switch (reason < 0 ? -reason : 0) {
+        case 0:
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_REQUESTED);
+        case ETIMEDOUT:
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_KEEPALIVE);
+        case ECONNRESET:
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_TCP_RESET);
+        case EPROTO:
+                return METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_PROTOCOL);
+        default:
+                return reason < 0 && -reason < 256 ? METRIC_REASON(METRIC_REASON_ERRNO, -reason)
+                                                   : METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_OTHER);
+        }
+}
+
+static void on_suback(MqttClient *c, const char *filter, uint64_t usec, bool refused, void *userdata) {
+        Device *d = userdata;
+
+        metrics_observe(mb(d), METRIC_SUBACK, usec);
+        if (!refused)
+                return;
+        metrics_connect_failed(mb(d), METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_SUBACK_REFUSED));
+        log_dev_warning(d->id, "Broker refused the subscription to '%s' (SUBACK 0x80): commands on it will not arrive",
+                        filter);
+        device_note_error(d, "SUBACK refused '%s'", filter);
+}
+
+static void on_puback(MqttClient *c, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+        metrics_observe(mb(d), METRIC_PUBACK, usec);
+}
+
 static void on_connect(MqttClient *c, int rc, void *userdata) {
         Device *d = userdata;
 
@@ -334,18 +488,28 @@ static void on_connect(MqttClient *c, int rc, void *userdata) {
                 log_dev_warning(d->id, "Broker refused the connection: %s (CONNACK %d)", mqtt_reason_string(rc), rc);
                 return; /* libmosquitto closes; on_disconnect follows */
         }
-        if (d->state == DEVICE_CONNECTING)
+        if (d->state == DEVICE_CONNECTING) {
+                attempt_measure(d, true);
                 device_enter_state(d, DEVICE_ONLINE);
+        }
 }
 
 static void on_disconnect(MqttClient *c, bool expected, int reason, void *userdata) {
         Device *d = userdata;
 
+        if (d->power_cut) {
+                /* device_power_cut() goes on from here */
+                if (d->state == DEVICE_ONLINE || d->state == DEVICE_RESTARTING || d->state == DEVICE_STOPPING)
+                        metrics_disconnected(mb(d), METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_POWER_CUT));
+                return;
+        }
         switch (d->state) {
         case DEVICE_RESTARTING:
+                metrics_disconnected(mb(d), METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_REQUESTED));
                 device_enter_state(d, DEVICE_BOOTING);
                 return;
         case DEVICE_STOPPING:
+                metrics_disconnected(mb(d), METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_REQUESTED));
                 device_enter_state(d, DEVICE_OFF);
                 return;
         case DEVICE_CONNECTING: {
@@ -356,15 +520,34 @@ static void on_disconnect(MqttClient *c, bool expected, int reason, void *userda
                 ERR_clear_error();
                 d->failures++;
                 resolver_connect_failed(d->ctx->resolver, d->broker_addr);
-                log_dev_warning(d->id, "Connection to %s:%u failed (attempt %u): %s%s%s",
-                                cfg(d)->broker_host, cfg(d)->broker_port, d->failures,
+                char rbuf[64];
+                unsigned why = attempt_failure_reason(d, reason);
+                const char *why_name = metrics_reason_name(why, rbuf, sizeof rbuf) ?: "other";
+                attempt_measure(d, false);
+                metrics_connect_failed(mb(d), why);
+                metrics_device_begin(d->rec);
+                d->rec->connect_failures++;
+                metrics_device_end(d->rec);
+                log_dev_warning(d->id, "Connection to %s:%u failed (attempt %u, %s): %s%s%s",
+                                cfg(d)->broker_host, cfg(d)->broker_port, d->failures, why_name,
                                 strerror(reason < 0 ? -reason : EPROTO), *ebuf ? ": " : "", ebuf);
+                device_note_error(d, "connect to %s:%u failed: %s: %s%s%s", cfg(d)->broker_host, cfg(d)->broker_port,
+                                  why_name, strerror(reason < 0 ? -reason : EPROTO), *ebuf ? ": " : "", ebuf);
                 break;
         }
-        case DEVICE_ONLINE:
+        case DEVICE_ONLINE: {
+                char rbuf[64];
+                unsigned why = disconnect_reason(reason < 0 ? reason : -ECONNRESET);
                 d->failures = 1;
+                metrics_disconnected(mb(d), why);
+                metrics_device_begin(d->rec);
+                d->rec->disconnects++;
+                metrics_device_end(d->rec);
                 log_dev_warning(d->id, "Connection to the broker lost: %s", strerror(reason < 0 ? -reason : ECONNRESET));
+                device_note_error(d, "connection lost: %s (%s)", strerror(reason < 0 ? -reason : ECONNRESET),
+                                  metrics_reason_name(why, rbuf, sizeof rbuf) ?: "other");
                 break;
+        }
         case DEVICE_OFF:
         case DEVICE_BOOTING:
         case DEVICE_BACKOFF:
@@ -410,10 +593,13 @@ static int telemetry_handler(sd_event_source *s, uint64_t usec, void *userdata) 
         d->humidity += (rng_double(rng) - 0.5) * 1.0;
         d->temperature = fmin(fmax(d->temperature, 10), 35);
         d->humidity = fmin(fmax(d->humidity, 20), 80);
-        int n = snprintf(payload, sizeof payload, "{\"temperature\":%.2f,\"humidity\":%.2f}", d->temperature,
-                         d->humidity);
+        /* "due": CLOCK_REALTIME µs of when the reading was due, so the probe
+         * measures end to end from then (metrics.h: METRIC_TELEMETRY) */
+        uint64_t late = device_now(d) > usec ? device_now(d) - usec : 0;
+        int n = snprintf(payload, sizeof payload, "{\"temperature\":%.2f,\"humidity\":%.2f,\"due\":%" PRIu64 "}",
+                         d->temperature, d->humidity, real_usec() - late);
         if (topic_expand(cfg(d)->telemetry_topic, d->id, topic, sizeof topic) >= 0)
-                (void) mqtt_client_publish(d->client, topic, payload, (size_t) n, 0, false);
+                (void) device_publish(d, topic, payload, (size_t) n, (int) cfg(d)->telemetry_qos, false, usec);
         (void) sd_event_source_set_time(s, usec + (uint64_t) cfg(d)->telemetry_interval_s * 1000000);
         (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         return 0;
@@ -463,8 +649,68 @@ static void ota_log(OtaSession *o, char level, const char *tag, const char *mess
         device_esp_log(d, l, tag, "%s", message);
 }
 
+static void ota_event(OtaSession *o, OtaEvent e, int64_t arg, void *userdata) {
+        Device *d = userdata;
+        uint64_t now = mono_usec();
+
+        switch (e) {
+        case OTA_EVENT_START:
+                d->ota_start_usec = now;
+                d->ota_written_usec = 0;
+                metrics_count(mb(d), METRIC_OTA_STARTED, 1);
+                break;
+        case OTA_EVENT_CONNECTED:
+                if (d->ota_start_usec)
+                        metrics_observe(mb(d), METRIC_OTA_TTFB, now - d->ota_start_usec);
+                break;
+        case OTA_EVENT_WRITE_FLASH:
+                d->ota_written_usec = now; /* the last one is the image complete */
+                break;
+        case OTA_EVENT_UPDATE_BOOT_PARTITION:
+                if (d->ota_written_usec)
+                        metrics_observe(mb(d), METRIC_OTA_VERIFY, now - d->ota_written_usec);
+                break;
+        case OTA_EVENT_GET_IMG_DESC:
+        case OTA_EVENT_VERIFY_CHIP_ID:
+        case OTA_EVENT_FINISH:
+        case OTA_EVENT_ABORT:
+        case _OTA_EVENT_MAX:
+        case _OTA_EVENT_INVALID:
+                break;
+        }
+}
+
+/* The outcome into the counters and the device's OTA history. */
+static void ota_record(Device *d, const OtaOutcome *out) {
+        uint64_t now = mono_usec();
+
+        metrics_ota_result(mb(d), out->ok ? 0 : out->error);
+        metrics_count(mb(d), METRIC_OTA_BYTES, out->bytes);
+        if (out->ok && d->ota_start_usec && d->ota_written_usec > d->ota_start_usec) {
+                uint64_t t = d->ota_written_usec - d->ota_start_usec;
+                metrics_observe(mb(d), METRIC_OTA_DOWNLOAD, t);
+                metrics_observe(mb(d), METRIC_OTA_THROUGHPUT, out->bytes * 1000000 / t);
+        }
+        metrics_device_begin(d->rec);
+        MetricsOtaRecord *h = &d->rec->ota_history[d->rec->ota_count % METRICS_OTA_HISTORY];
+        h->at_usec = real_usec();
+        h->error = out->ok ? 0 : out->error;
+        h->duration_ms = d->ota_start_usec ? (uint32_t) MIN((now - d->ota_start_usec) / 1000, (uint64_t) UINT32_MAX) : 0;
+        metrics_set_field(h->version, out->new_version ?: "");
+        d->rec->ota_count++;
+        d->rec->ota_active = 0;
+        metrics_device_end(d->rec);
+        d->ota_start_usec = d->ota_written_usec = 0;
+        if (!out->ok) {
+                d->ota_run_usec = 0;
+                device_note_error(d, "OTA failed: %s: %s", esp_err_to_name(out->error), out->message ?: "");
+        }
+}
+
 static void ota_outcome(OtaSession *o, const OtaOutcome *out, void *userdata) {
         Device *d = userdata;
+
+        ota_record(d, out);
 
         if (out->ok) {
                 log_dev_info(d->id, "OTA: %s written to ota_%d (%" PRIu64 " bytes, %u request(s)), rebooting",
@@ -501,10 +747,14 @@ static void device_start_ota(Device *d, bool broadcast) {
                 return;
         }
         d->ota_has_slot = true;
-        if (d->settings.use_url) {
+        if (d->ota_url_override) {
+                url = d->ota_url_override;
+        } else if (d->settings.use_url) {
                 if (!d->settings.url[0]) {
                         device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: use_url is 1 but no url is stored");
                         log_dev_warning(d->id, "OTA not started: use_url = 1 but no URL is stored");
+                        device_note_error(d, "OTA not started: use_url = 1 but no URL is stored");
+                        d->ota_run_usec = 0;
                         device_ota_end(d);
                         return;
                 }
@@ -514,6 +764,8 @@ static void device_start_ota(Device *d, bool broadcast) {
                 if (!url || !*url) {
                         device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: no firmware upgrade URL configured");
                         log_dev_warning(d->id, "OTA not started: ota.default_url is not set and use_url = 0");
+                        device_note_error(d, "OTA not started: no URL (ota.default_url unset, use_url = 0)");
+                        d->ota_run_usec = 0;
                         device_ota_end(d);
                         return;
                 }
@@ -534,12 +786,21 @@ static void device_start_ota(Device *d, bool broadcast) {
                 .signed_apps_no_secure_boot = fc->signed_apps_no_secure_boot,
                 .start_jitter_usec = broadcast ? (uint64_t) cfg(d)->ota_start_jitter_ms * 1000 : 0,
         };
-        OtaSessionCallbacks cb = { .log = ota_log, .outcome = ota_outcome };
+        OtaSessionCallbacks cb = { .log = ota_log, .event = ota_event, .outcome = ota_outcome };
         r = ota_session_new(d->ctx->event, http, d->fd->flash, d->fd->partitions, d->fd->efuse, &d->boot.app,
                             &o, &cb, d, &d->ota);
-        if (r >= 0)
+        free(d->ota_url_override); /* copied, or not needed any more */
+        d->ota_url_override = NULL;
+        if (r >= 0) {
+                metrics_device_begin(d->rec);
+                d->rec->ota_active = 1;
+                metrics_device_end(d->rec);
                 r = ota_session_start(d->ota);
+        }
         if (r < 0) {
+                d->rec->ota_active = 0;
+                d->ota_run_usec = 0;
+                device_note_error(d, "OTA cannot start: %s", esp_err_to_name(r));
                 device_ota_end(d);
                 device_esp_log(d, ESP_LOG_ERROR, "secure_esp", "update/run: cannot start: %s", esp_err_to_name(r));
                 log_dev_error_errno(d->id, r, "OTA: cannot start: %s", esp_err_to_name(r));
@@ -634,10 +895,19 @@ static int device_boot(Device *d) {
         d->boot.n_log = 0;
         if (d->boot.efuse_changed)
                 save_efuse(d);
-        if (r < 0)
+        if (r < 0) {
+                device_note_error(d, "no app boots: %s", esp_err_to_name(r));
                 return log_dev_error_errno(d->id, r, "No app boots: %s", esp_err_to_name(r));
+        }
         d->boot_ok = true;
         snprintf(d->version, sizeof d->version, "%s", d->boot.app.desc.version);
+        metrics_device_begin(d->rec);
+        metrics_set_field(d->rec->version, d->version);
+        if (d->boot.rolled_back)
+                d->rec->rollbacks++;
+        metrics_device_end(d->rec);
+        if (d->boot.rolled_back)
+                metrics_count(mb(d), METRIC_ROLLBACKS, 1);
         log_dev_debug(d->id, "Booted %s from ota_%d (%s)%s", d->version, d->boot.app.slot,
                       strna(ota_img_state_to_string(d->boot.app.ota_state)), d->boot.rolled_back ? ", rolled back" : "");
         if (d->boot.rolled_back)
@@ -682,6 +952,13 @@ static void enter_booting(Device *d) {
         int r;
 
         d->boot_usec = device_now(d);
+        if (d->booted_once) {
+                metrics_count(mb(d), METRIC_REBOOTS, 1);
+                metrics_device_begin(d->rec);
+                d->rec->reboots++;
+                metrics_device_end(d->rec);
+        }
+        d->booted_once = true;
         if (device_load(d) < 0) {
                 device_enter_state(d, DEVICE_FAILED);
                 return;
@@ -700,7 +977,8 @@ static void enter_booting(Device *d) {
         }
         if (!d->client) {
                 MqttCallbacks cb = { .on_connect = on_connect, .on_disconnect = on_disconnect,
-                                     .on_message = on_message, .on_drained = on_drained };
+                                     .on_message = on_message, .on_drained = on_drained,
+                                     .on_suback = on_suback, .on_puback = on_puback };
                 r = mqtt_client_new(d->ctx->mqtt, d->id, d->ctx->ssl_ctx, d->identity.cert, d->identity.key, &cb, d,
                                     &d->client);
                 if (r < 0) {
@@ -714,7 +992,10 @@ static void enter_booting(Device *d) {
                 snprintf(will, sizeof will, "{\"state\":\"offline\",\"version\":\"%s\"}", d->version);
                 (void) mqtt_client_set_will(d->client, topic, will, 1, true);
         }
-        device_arm(d, (uint64_t) cfg(d)->boot_time_ms * 1000);
+        /* the app is up boot_time_ms after the reset was due */
+        uint64_t base = d->start_due_usec ?: d->boot_usec;
+        d->start_due_usec = 0;
+        device_arm_at(d, base + (uint64_t) cfg(d)->boot_time_ms * 1000);
 }
 
 static void start_connect(Device *d) {
@@ -729,6 +1010,15 @@ static void start_connect(Device *d) {
                 return;
         }
         d->broker_addr = addr;
+        d->connect_timed_out = false;
+        if (!d->connect_due_usec)
+                d->connect_due_usec = device_now(d);
+        metrics_count(mb(d), METRIC_CONNECT_ATTEMPTS, 1);
+        char broker[sizeof d->rec->broker];
+        snprintf(broker, sizeof broker, strchr(addr, ':') ? "[%s]:%u" : "%s:%u", addr, cfg(d)->broker_port);
+        metrics_device_begin(d->rec);
+        metrics_set_field(d->rec->broker, broker);
+        metrics_device_end(d->rec);
         r = mqtt_client_connect(d->client, addr, cfg(d)->broker_port, d->ctx->next_bind_address(d->ctx->owner),
                                 cfg(d)->keepalive_s);
         if (r < 0) {
@@ -739,6 +1029,10 @@ static void start_connect(Device *d) {
                 resolver_connect_failed(d->ctx->resolver, addr);
                 log_dev_warning_errno(d->id, r, "Cannot start connecting to %s:%u: %m", cfg(d)->broker_host,
                                       cfg(d)->broker_port);
+                metrics_connect_failed(mb(d), -r < 256 ? METRIC_REASON(METRIC_REASON_ERRNO, -r)
+                                                       : METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_OTHER));
+                device_note_error(d, "cannot start connecting to %s:%u: %s", cfg(d)->broker_host, cfg(d)->broker_port,
+                                  strerror(-r));
                 device_enter_state(d, DEVICE_BACKOFF);
                 return;
         }
@@ -785,6 +1079,10 @@ bool device_connect_slot_granted(Device *d) {
 }
 
 static void enter_online(Device *d) {
+        if (d->ota_run_usec && !streq(d->version, d->ota_from_version)) {
+                metrics_observe(mb(d), METRIC_OTA_RUN_TO_ONLINE, mono_usec() - d->ota_run_usec);
+                d->ota_run_usec = 0;
+        }
         d->failures = 0;
         d->settled = true;
         d->ever_online = true;
@@ -892,6 +1190,14 @@ static void device_apply_state(Device *d, DeviceState s) {
         if (old != s)
                 log_dev_debug(d->id, "%s -> %s", device_state_to_string(old), device_state_to_string(s));
         d->state = s;
+        if (old != s) {
+                metrics_device_begin(d->rec);
+                d->rec->state = (uint8_t) s;
+                d->rec->state_since_usec = real_usec();
+                metrics_device_end(d->rec);
+        }
+        if (s != DEVICE_CONNECTING)
+                d->connect_due_usec = 0;
         device_disarm(d);
 
         switch (s) {
@@ -942,9 +1248,11 @@ static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdat
                         device_enter_state(d, DEVICE_NO_CONNECT);
                         break;
                 }
+                d->connect_due_usec = usec;
                 device_enter_state(d, DEVICE_CONNECTING);
                 break;
         case DEVICE_BACKOFF:
+                d->connect_due_usec = usec;
                 device_enter_state(d, DEVICE_CONNECTING);
                 break;
         case DEVICE_CONNECTING:
@@ -954,6 +1262,7 @@ static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdat
                 }
                 log_dev_warning(d->id, "Connecting to %s:%u timed out after %u ms", cfg(d)->broker_host,
                                 cfg(d)->broker_port, cfg(d)->connect_timeout_ms);
+                d->connect_timed_out = true;
                 mqtt_client_abort(d->client); /* -> on_disconnect -> BACKOFF */
                 break;
         case DEVICE_STOPPING:
@@ -978,12 +1287,19 @@ static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdat
 
 /* ---- object ------------------------------------------------------------- */
 
-int device_new(const DeviceContext *ctx, const FleetDeviceEntry *e, Device **ret) {
+int device_new(const DeviceContext *ctx, const FleetDeviceEntry *e, MetricsDevice *rec, Device **ret) {
         Device *d = calloc(1, sizeof *d);
 
         if (!d)
                 return -ENOMEM;
         d->ctx = ctx;
+        d->rec = rec;
+        metrics_device_begin(rec);
+        metrics_set_field(rec->id, e->id);
+        rec->state = DEVICE_OFF;
+        rec->state_since_usec = real_usec();
+        rec->ota_active = 0;
+        metrics_device_end(rec);
         d->index = e->index;
         snprintf(d->id, sizeof d->id, "%s", e->id);
         d->state = DEVICE_OFF;
@@ -1008,6 +1324,7 @@ Device *device_free(Device *d) {
                 free(d->pending[i]);
         free(d->pending);
         mqtt_client_free(d->client);
+        free(d->ota_url_override);
         device_identity_done(&d->identity);
         settings_store_close(d->settings_store);
         fleet_device_free(d->fd);
@@ -1015,9 +1332,74 @@ Device *device_free(Device *d) {
         return NULL;
 }
 
-void device_start(Device *d) {
-        if (d->state == DEVICE_OFF)
+void device_start(Device *d, uint64_t due_usec) {
+        if (d->state != DEVICE_OFF)
+                return;
+        d->start_due_usec = due_usec;
+        device_enter_state(d, DEVICE_BOOTING);
+}
+
+void device_restart(Device *d) {
+        switch (d->state) {
+        case DEVICE_ONLINE:
+                device_esp_log(d, ESP_LOG_INFO, "secure_esp", "restart: Restarting now");
+                log_dev_info(d->id, "Restart requested by the operator");
+                device_enter_state(d, DEVICE_RESTARTING);
+                break;
+        case DEVICE_BOOTING:
+        case DEVICE_CONNECTING:
+        case DEVICE_BACKOFF:
+        case DEVICE_NO_CONNECT:
+        case DEVICE_FAILED:
+                log_dev_info(d->id, "Restart requested by the operator");
+                if (d->client)
+                        mqtt_client_abort(d->client);
                 device_enter_state(d, DEVICE_BOOTING);
+                break;
+        case DEVICE_OFF:
+        case DEVICE_RESTARTING:
+        case DEVICE_STOPPING:
+        case _DEVICE_STATE_MAX:
+        case _DEVICE_STATE_INVALID:
+                break;
+        }
+}
+
+void device_power_cut(Device *d) {
+        if (d->state == DEVICE_OFF || d->state == DEVICE_STOPPING)
+                return;
+        log_dev_info(d->id, "Power cut");
+        telemetry_arm(d, false);
+        ota_interval_arm(d, false);
+        if (d->ota) {
+                /* the download dies with the power: the partial image stays unbootable */
+                metrics_ota_result(mb(d), -ESP_FAIL_CODE);
+                device_note_error(d, "power cut during OTA");
+        }
+        device_ota_end(d);
+        d->ota_run_usec = 0;
+        /* no goodbye: the broker publishes the will */
+        d->power_cut = true;
+        if (d->client)
+                mqtt_client_abort(d->client);
+        d->power_cut = false;
+        device_enter_state(d, DEVICE_BOOTING);
+}
+
+void device_ota_now(Device *d, const char *url) {
+        if (d->state != DEVICE_ONLINE && d->state != DEVICE_NO_CONNECT) {
+                log_dev_info(d->id, "OTA requested by the operator, but the device is %s: ignoring",
+                             device_state_to_string(d->state));
+                return;
+        }
+        free(d->ota_url_override);
+        d->ota_url_override = url ? strdup(url) : NULL;
+        log_dev_info(d->id, "OTA requested by the operator%s%s", url ? " from " : "", url ?: "");
+        if (!d->ota_run_usec) {
+                d->ota_run_usec = mono_usec();
+                snprintf(d->ota_from_version, sizeof d->ota_from_version, "%s", d->version);
+        }
+        device_start_ota(d, false);
 }
 
 void device_stop(Device *d) {

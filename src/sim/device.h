@@ -12,6 +12,7 @@
 #include <systemd/sd-event.h>
 
 #include "fleet/fleet-dir.h"
+#include "metrics/metrics.h"
 #include "sim/backoff.h"
 #include "sim/config.h"
 #include "transport/http.h"
@@ -52,6 +53,7 @@ typedef struct DeviceContext {
         Rng *rng;
         const char *ca_path;            /* FLEET/ca.crt, for the OTA server */
         BootCache *boot_cache;          /* NULL: verify every boot in full */
+        MetricsBlock *metrics;          /* the worker's counters and histograms */
 
         /* The owner's services. */
         void *owner;
@@ -68,13 +70,24 @@ typedef struct DeviceContext {
         void (*connect_slot_release)(void *owner, Device *d);
 } DeviceContext;
 
-int device_new(const DeviceContext *ctx, const FleetDeviceEntry *e, Device **ret);
+/* `rec` (borrowed) is the device's record in the worker's metrics block. */
+int device_new(const DeviceContext *ctx, const FleetDeviceEntry *e, MetricsDevice *rec, Device **ret);
 Device *device_free(Device *d);
 
-/* OFF -> BOOTING. */
-void device_start(Device *d);
+/* OFF -> BOOTING. `due_usec` (CLOCK_MONOTONIC) is when the start was due:
+ * the connection latencies count from then. 0: now. */
+void device_start(Device *d, uint64_t due_usec);
 /* Any state -> STOPPING -> OFF (DISCONNECT sent when online). */
 void device_stop(Device *d);
+
+/* Operator commands (the control socket). A restart is /esp/restart's: an
+ * online device says goodbye first. A power cut drops everything at once
+ * (no DISCONNECT: the broker sends the will; a download in flight is lost)
+ * and boots again. OTA now is /esp/update/run's, from `url` when set
+ * (not saved), else from the device's own settings. */
+void device_restart(Device *d);
+void device_power_cut(Device *d);
+void device_ota_now(Device *d, const char *url);
 
 /* Applies live config changes (backoff, telemetry). */
 void device_reload(Device *d);

@@ -17,6 +17,7 @@
 #include "basic/log.h"
 #include "basic/parse-util.h"
 #include "fleet/fleet-dir.h"
+#include "metrics/metrics.h"
 #include "sim/backoff.h"
 #include "sim/config.h"
 #include "sim/fd-budget.h"
@@ -39,6 +40,9 @@ typedef struct WorkerSlot {
         Backoff restart_backoff;
         uint64_t started_usec;
         uint64_t last_report_usec;      /* CLOCK_MONOTONIC of the last report (or of the start) */
+        int metrics_fd;                 /* the worker's metrics block: kept across its restarts */
+        MetricsBlock *metrics;
+        size_t metrics_size;
 } WorkerSlot;
 
 struct Supervisor {
@@ -185,7 +189,7 @@ static int worker_spawn(WorkerSlot *w) {
                 /* exec resets handlers, not the blocked mask */
                 sigemptyset(&all);
                 sigprocmask(SIG_SETMASK, &all, NULL);
-                if (dup2(sv[1], WORKER_FD) < 0)
+                if (dup2(sv[1], WORKER_FD) < 0 || dup2(w->metrics_fd, WORKER_METRICS_FD) < 0)
                         _exit(127);
                 snprintf(arg, sizeof arg, "%u:%u:%zu:%zu", w->index, sup->n_workers, w->pos_first, w->count);
                 char *argv[] = { (char *) "espfleetd", (char *) "--worker", arg, (char *) "-c",
@@ -391,9 +395,16 @@ static int run_supervisor(const char *config_path) {
                 w->sup = &sup;
                 w->index = i;
                 w->fd = -1;
+                w->metrics_fd = -1;
                 w->pos_first = pos + n * i / sup.n_workers;
                 w->count = pos + n * (i + 1) / sup.n_workers - w->pos_first;
                 backoff_init(&w->restart_backoff, RESTART_DELAY_MIN_MS, RESTART_DELAY_MAX_MS, 0);
+                r = metrics_block_create(i, w->count, &w->metrics_fd, &w->metrics);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot create the metrics block of worker %u: %m", i);
+                        goto out_workers;
+                }
+                w->metrics_size = metrics_block_size(w->count);
                 r = worker_spawn(w);
                 if (r < 0)
                         goto out_workers;
@@ -426,6 +437,9 @@ out_workers:
                 sd_event_source_disable_unref(w->restart_timer);
                 if (w->fd >= 0)
                         close(w->fd);
+                metrics_block_unmap(w->metrics, w->metrics_size);
+                if (w->metrics_fd >= 0)
+                        close(w->metrics_fd);
         }
         free(sup.workers);
         sd_event_source_disable_unref(sup.summary_timer);

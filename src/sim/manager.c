@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "basic/log.h"
+#include "dsemu/ds-provider.h"
 #include "ota/boot-cache.h"
 #include "sim/device.h"
 #include "sim/keystore.h"
@@ -85,6 +86,9 @@ struct Manager {
         Resolver *resolver;
         BootCache *boot_cache;          /* one image verified once per worker, not once per device */
         unsigned n_workers;
+        size_t pos_first;               /* manifest position of devices[0] */
+        MetricsBlock *metrics;          /* borrowed, or metrics_own */
+        MetricsBlock *metrics_own;
         DeviceContext dctx;             /* what the devices see of us */
 
         Device **devices;
@@ -158,24 +162,36 @@ static void manager_check_stopped(Manager *m) {
 static void device_state_changed(void *owner, Device *d, DeviceState old, DeviceState s) {
         Manager *m = owner;
 
-        if (old >= 0 && old < _DEVICE_STATE_MAX && m->n_in_state[old] > 0)
+        if (old >= 0 && old < _DEVICE_STATE_MAX && m->n_in_state[old] > 0) {
                 m->n_in_state[old]--;
-        if (s >= 0 && s < _DEVICE_STATE_MAX)
+                m->metrics->devices_in_state[old] = m->n_in_state[old];
+        }
+        if (s >= 0 && s < _DEVICE_STATE_MAX) {
                 m->n_in_state[s]++;
+                m->metrics->devices_in_state[s] = m->n_in_state[s];
+        }
         if (s == DEVICE_OFF)
                 manager_check_stopped(m);
 }
 
 /* ---- download slots (ota.max_concurrent) --------------------------------- */
 
+static void ota_gauges(Manager *m) {
+        m->metrics->downloads_active = m->ota_slots.active;
+        m->metrics->downloads_queued = m->ota_slots.len;
+}
+
 static bool ota_slot_take(void *owner, Device *d) {
         Manager *m = owner;
-        return slots_take(&m->ota_slots, d);
+        bool r = slots_take(&m->ota_slots, d);
+        ota_gauges(m);
+        return r;
 }
 
 static void ota_slot_release(void *owner, Device *d) {
         Manager *m = owner;
         slots_release(&m->ota_slots, device_ota_slot_granted, m->stopping);
+        ota_gauges(m);
 }
 
 static bool connect_slot_take(void *owner, Device *d) {
@@ -206,8 +222,9 @@ static int ramp_handler(sd_event_source *s, uint64_t usec, void *userdata) {
         /* At most RAMP_BATCH_MAX starts per dispatch, then back to the loop. */
         size_t first = m->ramp.next;
         size_t n = ramp_take(&m->ramp, manager_now(m), &next);
+        /* `usec` is when the first of them was due: their latencies count from then */
         for (size_t i = 0; i < n; i++)
-                device_start(m->devices[first + i]);
+                device_start(m->devices[first + i], usec);
         if (ramp_done(&m->ramp)) {
                 log_info("Ramp: all %zu devices started", m->n_devices);
                 return 0;
@@ -247,8 +264,13 @@ static void resolver_changed(Resolver *r, void *userdata) {
 
 /* ---- object ---------------------------------------------------------------- */
 
+static void ds_sign_observed(uint64_t nsec, void *userdata) {
+        Manager *m = userdata;
+        metrics_observe(m->metrics, METRIC_DS_SIGN, (nsec + 500) / 1000);
+}
+
 int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_first, size_t n,
-                unsigned n_workers, Manager **ret, char *err, size_t errlen) {
+                unsigned n_workers, MetricsBlock *metrics, Manager **ret, char *err, size_t errlen) {
         Manager *m;
         uint64_t seed = 0;
         int r;
@@ -259,6 +281,22 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
         m->event = sd_event_ref(e);
         m->fleet = fleet;
         m->n_workers = MAX(n_workers, 1u);
+        m->pos_first = pos_first;
+        if (!metrics) {
+                m->metrics_own = calloc(1, metrics_block_size(n));
+                if (!m->metrics_own) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                (void) metrics_block_init(m->metrics_own, 0, n);
+                metrics = m->metrics_own;
+        }
+        if (metrics->n_devices != n) {
+                snprintf(err, errlen, "the metrics block holds %u devices, not %zu", metrics->n_devices, n);
+                r = -EINVAL;
+                goto fail;
+        }
+        m->metrics = metrics;
         r = daemon_config_init(&m->config);
         if (r < 0)
                 goto fail;
@@ -303,6 +341,7 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
                 .rng = &m->rng,
                 .ca_path = m->ca_path,
                 .boot_cache = m->boot_cache,
+                .metrics = m->metrics,
                 .owner = m,
                 .http = manager_http,
                 .next_bind_address = next_bind_address,
@@ -324,12 +363,15 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
                         r = -ENOENT;
                         goto fail;
                 }
-                r = device_new(&m->dctx, fe, &m->devices[i]);
+                r = device_new(&m->dctx, fe, &m->metrics->devices[i], &m->devices[i]);
                 if (r < 0)
                         goto fail;
                 m->n_devices++;
                 m->n_in_state[DEVICE_OFF]++;
         }
+        memset(m->metrics->devices_in_state, 0, sizeof m->metrics->devices_in_state);
+        m->metrics->devices_in_state[DEVICE_OFF] = m->n_devices;
+        ds_provider_set_sign_observer(ds_sign_observed, m);
         *ret = m;
         return 0;
 fail:
@@ -341,6 +383,7 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         m->stopping = true; /* no slot hand-over while the devices go */
+        ds_provider_set_sign_observer(NULL, NULL);
         for (size_t i = 0; i < m->n_devices; i++)
                 device_free(m->devices[i]);
         free(m->devices);
@@ -356,6 +399,7 @@ Manager *manager_free(Manager *m) {
         X509_STORE_free(m->ca_store);
         daemon_config_done(&m->config);
         sd_event_unref(m->event);
+        free(m->metrics_own);
         free(m);
         return NULL;
 }
@@ -443,6 +487,7 @@ void manager_reload(Manager *m, const DaemonConfig *c) {
         COPY_STR(telemetry_topic);
         t->telemetry_enabled = c->telemetry_enabled;
         t->telemetry_interval_s = c->telemetry_interval_s;
+        t->telemetry_qos = c->telemetry_qos;
         COPY_STR(ota_default_url);
         t->ota_allow_equal_version = c->ota_allow_equal_version;
         t->ota_start_jitter_ms = c->ota_start_jitter_ms;
@@ -486,6 +531,37 @@ void manager_get_stats(Manager *m, ManagerStats *ret) {
                         s.ramp_done = false;
         }
         *ret = s;
+}
+
+size_t manager_command(Manager *m, WorkerCommandType type, size_t pos_first, size_t count, const char *url) {
+        size_t n = 0;
+
+        if (m->stopping || pos_first < m->pos_first)
+                return 0;
+        for (size_t i = pos_first - m->pos_first; i < m->n_devices && n < count; i++, n++) {
+                Device *d = m->devices[i];
+                switch (type) {
+                case WORKER_COMMAND_RESTART:
+                        device_restart(d);
+                        break;
+                case WORKER_COMMAND_POWER_CUT:
+                        device_power_cut(d);
+                        break;
+                case WORKER_COMMAND_OTA:
+                        device_ota_now(d, url && *url ? url : NULL);
+                        break;
+                case _WORKER_COMMAND_MAX:
+                case _WORKER_COMMAND_INVALID:
+                        return n;
+                }
+        }
+        return n;
+}
+
+void manager_update_gauges(Manager *m) {
+        for (size_t s = 0; s < _DEVICE_STATE_MAX && s < METRIC_STATE_SLOTS; s++)
+                m->metrics->devices_in_state[s] = m->n_in_state[s];
+        ota_gauges(m);
 }
 
 void manager_log_summary(Manager *m, const char *prefix) {

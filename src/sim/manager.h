@@ -11,7 +11,9 @@
 #include <systemd/sd-event.h>
 
 #include "fleet/fleet-dir.h"
+#include "metrics/metrics.h"
 #include "sim/config.h"
+#include "sim/worker-proto.h"
 
 typedef struct Manager Manager;
 
@@ -32,9 +34,10 @@ typedef struct ManagerStats {
 
 /* Takes the devices at manifest positions [pos_first, pos_first + n) of
  * `fleet` (borrowed). `n_workers` scales the fleet-wide rates down to this
- * worker's share. */
+ * worker's share. `metrics` (borrowed, laid out for n devices) receives the
+ * worker's measurements; NULL: the manager keeps a private block. */
 int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_first, size_t n,
-                unsigned n_workers, Manager **ret, char *err, size_t errlen);
+                unsigned n_workers, MetricsBlock *metrics, Manager **ret, char *err, size_t errlen);
 Manager *manager_free(Manager *m);
 
 /* Starts the ramp: devices come up at ramp.rate / n_workers per second. */
@@ -45,5 +48,11 @@ void manager_stop(Manager *m, void (*done)(Manager *m, void *userdata), void *us
 /* Applies the live keys of a re-read config; logs the ones that need a restart. */
 void manager_reload(Manager *m, const DaemonConfig *c);
 void manager_get_stats(Manager *m, ManagerStats *ret);
+/* A command from the main process (the control socket) for the devices at
+ * manifest positions [pos_first, pos_first + count) of this worker's share.
+ * Returns the number of devices it reached. */
+size_t manager_command(Manager *m, WorkerCommandType type, size_t pos_first, size_t count, const char *url);
+/* Brings the metrics block's gauges up to date (before each report). */
+void manager_update_gauges(Manager *m);
 /* One summary line in the daemon log. */
 void manager_log_summary(Manager *m, const char *prefix);

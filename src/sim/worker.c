@@ -1,18 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 #define LOG_TOPIC LOG_TOPIC_SIM
 
+#include <fcntl.h>
 #include <signal.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <errno.h>
 #include <syslog.h>
 
 #include "basic/log.h"
+#include "metrics/metrics.h"
 #include "sim/manager.h"
 #include "sim/worker-proto.h"
 #include "sim/worker.h"
 
 typedef struct Worker {
         sd_event *event;
+        MetricsBlock *metrics;          /* shared with the main process; NULL when run without one */
+        size_t metrics_size;
         Manager *manager;
         const char *config_path;
         unsigned index;
@@ -24,6 +30,12 @@ static void worker_send_report(Worker *w) {
         WorkerReport rep = { .magic = WORKER_REPORT_MAGIC };
 
         manager_get_stats(w->manager, &s);
+        manager_update_gauges(w->manager);
+        if (w->metrics) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                w->metrics->heartbeat_usec = (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+        }
         rep.total = s.total;
         rep.online = s.online;
         rep.connecting = s.connecting;
@@ -88,10 +100,27 @@ static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *u
 
 static int on_parent(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Worker *w = userdata;
-        char buf[64];
+        WorkerCommand cmd;
+        ssize_t n;
 
-        if (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0)
-                return 0;
+        for (;;) {
+                n = recv(fd, &cmd, sizeof cmd, MSG_DONTWAIT);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN)
+                        return 0;
+                if (n <= 0)
+                        break;
+                if (n != (ssize_t) sizeof cmd || cmd.magic != WORKER_COMMAND_MAGIC || cmd.type >= _WORKER_COMMAND_MAX) {
+                        log_warning("Worker %u: a malformed command from the main process (%zd bytes), ignoring",
+                                    w->index, n);
+                        continue;
+                }
+                cmd.url[sizeof cmd.url - 1] = 0;
+                size_t k = manager_command(w->manager, (WorkerCommandType) cmd.type, (size_t) cmd.pos_first,
+                                           (size_t) cmd.count, cmd.url);
+                log_debug("Worker %u: command %u reached %zu device(s)", w->index, cmd.type, k);
+        }
         log_warning("Worker %u: the main process is gone, stopping", w->index);
         (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
         manager_stop(w->manager, stopped, w);
@@ -139,10 +168,26 @@ int worker_run(const char *config_path, unsigned index, unsigned n_workers, size
                 }
         }
 
+        if (fcntl(WORKER_METRICS_FD, F_GETFD) >= 0) {
+                r = metrics_block_map(WORKER_METRICS_FD, &w.metrics, &w.metrics_size);
+                if (r >= 0 && (w.metrics->worker != index || w.metrics->n_devices != count))
+                        r = -EBADMSG;
+                if (r < 0) {
+                        log_error_errno(r, "Worker %u: the metrics block is not ours: %m", index);
+                        goto out_lock;
+                }
+                (void) close(WORKER_METRICS_FD);
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                if (!w.metrics->started_usec)
+                        w.metrics->started_usec = (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+                w.metrics->worker_starts++;
+        }
+
         r = sd_event_new(&w.event);
         if (r < 0)
                 goto out_lock;
-        r = manager_new(w.event, &c, fleet, pos_first, count, n_workers, &w.manager, err, sizeof err);
+        r = manager_new(w.event, &c, fleet, pos_first, count, n_workers, w.metrics, &w.manager, err, sizeof err);
         if (r < 0) {
                 log_error("Worker %u: %s", index, err);
                 goto out_event;
@@ -176,6 +221,7 @@ out_manager:
 out_event:
         w.event = sd_event_unref(w.event);
 out_lock:
+        metrics_block_unmap(w.metrics, w.metrics_size);
         if (lock_fd >= 0) {
                 const FleetDeviceEntry *a = fleet_device_entry(fleet, pos_first);
                 fleet_unlock_devices(fleet, a ? a->index : 0, lock_fd);

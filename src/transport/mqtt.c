@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "basic/log.h"
@@ -29,6 +30,14 @@
 /* Socket events of one dispatch at most: the loop then goes back to its
  * timers and other sources. */
 #define MQTT_EVENTS_PER_DISPATCH 256
+/* Publishes and subscriptions timed per client at once. */
+#define MQTT_TIMED_MAX 8
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
 
 struct MqttLoop {
         sd_event *event;
@@ -74,6 +83,14 @@ struct MqttClient {
 
         uint64_t msgs_in, msgs_out;
         unsigned unacked;               /* publishes of this session not yet acknowledged/written */
+
+        MqttAttemptInfo attempt;
+        /* QoS 1 publishes and SUBSCRIBEs in flight, for their latencies: a
+         * small ring, oldest first (a device has a handful at a time; an
+         * entry that falls off is simply not measured). */
+        struct { int mid; uint64_t usec; } pubs[MQTT_TIMED_MAX], subs[MQTT_TIMED_MAX];
+        char *sub_filter[MQTT_TIMED_MAX];
+        unsigned n_pubs, n_subs;
 };
 
 int mqtt_error_to_errno(int e) {
@@ -139,6 +156,27 @@ static int ssl_cert_cb(SSL *ssl, void *arg) {
         return 1;
 }
 
+/* Handshake milestones and alerts, for MqttAttemptInfo. */
+static void ssl_info_cb(const SSL *ssl, int where, int ret) {
+        MqttClient *c = ssl_client_index >= 0 ? SSL_get_ex_data(ssl, ssl_client_index) : NULL;
+
+        if (!c)
+                c = connecting_client;
+        if (!c)
+                return;
+        if ((where & SSL_CB_HANDSHAKE_DONE) && !c->attempt.tls_usec)
+                c->attempt.tls_usec = now_usec();
+        if (where & SSL_CB_ALERT) {
+                if (where & SSL_CB_READ) {
+                        if (c->attempt.alert_received < 0)
+                                c->attempt.alert_received = ret & 0xff;
+                } else if (c->attempt.alert_sent < 0) {
+                        c->attempt.alert_sent = ret & 0xff;
+                        c->attempt.verify_result = SSL_get_verify_result(ssl);
+                }
+        }
+}
+
 int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version, SSL_CTX **ret) {
         unsigned char ip[sizeof(struct in6_addr)];
         SSL_CTX *ctx;
@@ -173,6 +211,7 @@ int mqtt_ssl_ctx_new(X509_STORE *ca_store, const char *host, int min_version, SS
                 goto fail;
         /* Each connection presents its own device's certificate and DS key. */
         SSL_CTX_set_cert_cb(ctx, ssl_cert_cb, NULL);
+        SSL_CTX_set_info_callback(ctx, ssl_info_cb);
         *ret = ctx;
         return 0;
 fail:
@@ -296,6 +335,7 @@ static void cb_connect(struct mosquitto *m, void *userdata, int rc) {
         MqttClient *c = userdata;
 
         c->connected = rc == 0;
+        c->attempt.connack = rc;
         if (c->cb.on_connect)
                 c->cb.on_connect(c, rc, c->userdata);
 }
@@ -324,8 +364,44 @@ static void cb_publish(struct mosquitto *m, void *userdata, int mid) {
 
         if (c->unacked > 0)
                 c->unacked--;
+        for (unsigned i = 0; i < c->n_pubs; i++)
+                if (c->pubs[i].mid == mid) {
+                        uint64_t t = c->pubs[i].usec, now = now_usec();
+                        memmove(&c->pubs[i], &c->pubs[i + 1], (c->n_pubs - i - 1) * sizeof c->pubs[0]);
+                        c->n_pubs--;
+                        if (c->cb.on_puback)
+                                c->cb.on_puback(c, now > t ? now - t : 0, c->userdata);
+                        break;
+                }
         if (c->unacked == 0 && c->cb.on_drained)
                 c->cb.on_drained(c, c->userdata);
+}
+
+static void cb_subscribe(struct mosquitto *m, void *userdata, int mid, int qos_count, const int *granted) {
+        MqttClient *c = userdata;
+
+        for (unsigned i = 0; i < c->n_subs; i++)
+                if (c->subs[i].mid == mid) {
+                        uint64_t t = c->subs[i].usec, now = now_usec();
+                        char *filter = c->sub_filter[i];
+                        bool refused = false;
+                        for (int k = 0; k < qos_count; k++)
+                                if (granted[k] >= 0x80)
+                                        refused = true;
+                        memmove(&c->subs[i], &c->subs[i + 1], (c->n_subs - i - 1) * sizeof c->subs[0]);
+                        memmove(&c->sub_filter[i], &c->sub_filter[i + 1], (c->n_subs - i - 1) * sizeof(char *));
+                        c->n_subs--;
+                        if (c->cb.on_suback)
+                                c->cb.on_suback(c, filter ?: "", now > t ? now - t : 0, refused, c->userdata);
+                        free(filter);
+                        return;
+                }
+}
+
+static void timed_clear(MqttClient *c) {
+        for (unsigned i = 0; i < c->n_subs; i++)
+                free(c->sub_filter[i]);
+        c->n_subs = c->n_pubs = 0;
 }
 
 static void cb_log(struct mosquitto *m, void *userdata, int level, const char *str) {
@@ -350,6 +426,8 @@ static void client_io(MqttClient *c, int fd, uint32_t revents) {
 
         if (!c->mosq)
                 return;
+        if (!c->attempt.tcp_usec && !(revents & (EPOLLHUP | EPOLLERR)))
+                c->attempt.tcp_usec = now_usec();
         c->busy = true;
         if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
                 r = mosquitto_loop_read(c->mosq, 1);
@@ -440,6 +518,7 @@ static void client_finish(MqttClient *c) {
         c->lost = false;
         c->disconnect_requested = false;
         c->unacked = 0;
+        timed_clear(c);
         errno = saved_errno;
         int reason = expected ? 0 : (rc == MOSQ_ERR_SUCCESS ? -ECONNRESET : mqtt_error_to_errno(rc));
         if (c->cb.on_disconnect)
@@ -489,6 +568,7 @@ MqttClient *mqtt_client_free(MqttClient *c) {
         client_unwatch(c);
         if (c->mosq)
                 mosquitto_destroy(c->mosq);
+        timed_clear(c);
         if (c->prev)
                 c->prev->next = c->next;
         else if (c->loop->clients == c)
@@ -534,6 +614,12 @@ int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const ch
 
         if (c->mosq)
                 return -EALREADY;
+        c->attempt = (MqttAttemptInfo) {
+                .started_usec = now_usec(),
+                .connack = -1,
+                .alert_received = -1,
+                .alert_sent = -1,
+        };
         refuse_socketpair = true;
         m = mosquitto_new(c->client_id, true, c);
         refuse_socketpair = false;
@@ -560,6 +646,7 @@ int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const ch
         mosquitto_disconnect_callback_set(m, cb_disconnect);
         mosquitto_message_callback_set(m, cb_message);
         mosquitto_publish_callback_set(m, cb_publish);
+        mosquitto_subscribe_callback_set(m, cb_subscribe);
         if (log_would_log(LOG_DEBUG, LOG_TOPIC_MQTT))
                 mosquitto_log_callback_set(m, cb_log);
 
@@ -617,25 +704,56 @@ int mqtt_client_subscribe(MqttClient *c, const char *topic, int qos) {
 
         if (!c->mosq || !c->connected)
                 return -ENOTCONN;
-        r = mosquitto_subscribe(c->mosq, NULL, topic, qos);
+        int mid = 0;
+        r = mosquitto_subscribe(c->mosq, &mid, topic, qos);
+        if (r == MOSQ_ERR_SUCCESS) {
+                if (c->n_subs == MQTT_TIMED_MAX) { /* the oldest is not measured */
+                        free(c->sub_filter[0]);
+                        memmove(&c->subs[0], &c->subs[1], (MQTT_TIMED_MAX - 1) * sizeof c->subs[0]);
+                        memmove(&c->sub_filter[0], &c->sub_filter[1], (MQTT_TIMED_MAX - 1) * sizeof(char *));
+                        c->n_subs--;
+                }
+                c->subs[c->n_subs].mid = mid;
+                c->subs[c->n_subs].usec = now_usec();
+                c->sub_filter[c->n_subs] = strdup(topic);
+                c->n_subs++;
+        }
         client_sync(c);
         return mqtt_error_to_errno(r);
 }
 
 int mqtt_client_publish(MqttClient *c, const char *topic, const void *payload, size_t len, int qos, bool retain) {
-        int r;
+        return mqtt_client_publish_due(c, topic, payload, len, qos, retain, now_usec());
+}
+
+int mqtt_client_publish_due(MqttClient *c, const char *topic, const void *payload, size_t len, int qos,
+                            bool retain, uint64_t due_usec) {
+        int mid = 0, r;
 
         if (!c->mosq || !c->connected)
                 return -ENOTCONN;
         if (len > INT32_MAX)
                 return -EMSGSIZE;
-        r = mosquitto_publish(c->mosq, NULL, topic, (int) len, payload, qos, retain);
+        r = mosquitto_publish(c->mosq, &mid, topic, (int) len, payload, qos, retain);
         if (r == MOSQ_ERR_SUCCESS) {
                 c->msgs_out++;
                 c->unacked++;
+                if (qos == 1) {
+                        if (c->n_pubs == MQTT_TIMED_MAX) {
+                                memmove(&c->pubs[0], &c->pubs[1], (MQTT_TIMED_MAX - 1) * sizeof c->pubs[0]);
+                                c->n_pubs--;
+                        }
+                        c->pubs[c->n_pubs].mid = mid;
+                        c->pubs[c->n_pubs].usec = due_usec;
+                        c->n_pubs++;
+                }
         }
         client_sync(c);
         return mqtt_error_to_errno(r);
+}
+
+const MqttAttemptInfo *mqtt_client_attempt(const MqttClient *c) {
+        return &c->attempt;
 }
 
 unsigned mqtt_client_unacked(const MqttClient *c) {

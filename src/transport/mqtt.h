@@ -31,7 +31,29 @@ typedef struct MqttCallbacks {
         /* Every publish made so far has been acknowledged (QoS 1: PUBACK) or
          * written (QoS 0). Optional. */
         void (*on_drained)(MqttClient *c, void *userdata);
+        /* SUBACK for a mqtt_client_subscribe(): `usec` since the SUBSCRIBE,
+         * `refused` when the broker answered 0x80 for the filter. Optional. */
+        void (*on_suback)(MqttClient *c, const char *filter, uint64_t usec, bool refused, void *userdata);
+        /* PUBACK of a QoS 1 publish: `usec` since the publish was due
+         * (mqtt_client_publish_due()). Optional. */
+        void (*on_puback)(MqttClient *c, uint64_t usec, void *userdata);
 } MqttCallbacks;
+
+/* What happened during the last connection attempt, for the metrics and
+ * for naming a failure. Times are CLOCK_MONOTONIC µs, 0 when not reached. */
+typedef struct MqttAttemptInfo {
+        uint64_t started_usec;          /* mqtt_client_connect() */
+        uint64_t tcp_usec;              /* the socket first became ready: TCP established */
+        uint64_t tls_usec;              /* TLS handshake done */
+        int connack;                    /* the CONNACK code, -1 before one arrived */
+        int alert_received;             /* TLS alert description from the broker, -1 if none */
+        int alert_sent;                 /* TLS alert we sent, -1 if none */
+        long verify_result;             /* X509_V_OK, or why the broker's certificate was refused */
+} MqttAttemptInfo;
+
+const MqttAttemptInfo *mqtt_client_attempt(const MqttClient *c);
+
+
 
 /* misc_interval_ms: how often loop_misc runs over all clients (keepalive
  * PINGREQ, timeouts). */
@@ -75,6 +97,10 @@ void mqtt_client_abort(MqttClient *c);
 int mqtt_client_subscribe(MqttClient *c, const char *topic, int qos);
 int mqtt_client_publish(MqttClient *c, const char *topic, const void *payload, size_t len,
                         int qos, bool retain);
+/* The same, for a publish that was due at `due_usec` (CLOCK_MONOTONIC): a
+ * QoS 1 PUBACK reports its latency from then (on_puback). */
+int mqtt_client_publish_due(MqttClient *c, const char *topic, const void *payload, size_t len,
+                            int qos, bool retain, uint64_t due_usec);
 bool mqtt_client_is_connected(const MqttClient *c);
 /* Publishes of this session not yet acknowledged (QoS 1) or written (QoS 0). */
 unsigned mqtt_client_unacked(const MqttClient *c);
