@@ -151,6 +151,59 @@ static int check_debug_topics(const char *v, char *reason, size_t n) {
         return 0;
 }
 
+/* "" (off) or "ADDRESS:PORT" with a numeric address ("[::1]:9464" for IPv6). */
+static int check_listen_or_empty(const char *v, char *reason, size_t n) {
+        char host[64];
+        unsigned port;
+
+        if (!*v)
+                return 0;
+        if (config_parse_listen(v, host, sizeof host, &port) < 0) {
+                snprintf(reason, n, "'%s' is not ADDRESS:PORT with a numeric address and a port 1..65535", v);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int check_path_or_empty(const char *v, char *reason, size_t n) {
+        if (*v && *v != '/') {
+                snprintf(reason, n, "'%s' is not an absolute path", v);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int config_parse_listen(const char *v, char *host, size_t size, unsigned *ret_port) {
+        const char *colon;
+        unsigned char buf[16];
+        char *end;
+
+        if (*v == '[') {
+                const char *close = strchr(v, ']');
+                if (!close || close[1] != ':' || (size_t) (close - v - 1) >= size)
+                        return -EINVAL;
+                memcpy(host, v + 1, (size_t) (close - v - 1));
+                host[close - v - 1] = 0;
+                colon = close + 1;
+                if (inet_pton(AF_INET6, host, buf) != 1)
+                        return -EINVAL;
+        } else {
+                colon = strrchr(v, ':');
+                if (!colon || (size_t) (colon - v) >= size)
+                        return -EINVAL;
+                memcpy(host, v, (size_t) (colon - v));
+                host[colon - v] = 0;
+                if (inet_pton(AF_INET, host, buf) != 1)
+                        return -EINVAL;
+        }
+        errno = 0;
+        unsigned long p = strtoul(colon + 1, &end, 10);
+        if (errno || *end || end == colon + 1 || p == 0 || p > 65535)
+                return -EINVAL;
+        *ret_port = (unsigned) p;
+        return 0;
+}
+
 #define F(field) offsetof(DaemonConfig, field)
 
 /* The one place every key, its type, range and default live. */
@@ -226,6 +279,17 @@ static const ConfigItem config_items[] = {
           .comment = "a broadcast /esp/update/run starts each device at random within this window" },
         { "ota.confirm_timeout", CONFIG_UINT, F(ota_confirm_timeout_s), "60", 1, 86400, .live = true,
           .comment = "seconds a new image has to reach the broker before it is rolled back" },
+
+        { "metrics.listen", CONFIG_STRING, F(metrics_listen), "", .check = check_listen_or_empty,
+          .comment = "Prometheus metrics on http://ADDRESS:PORT/metrics, e.g. \"127.0.0.1:9464\"; \"\" = off" },
+        { "control.socket", CONFIG_STRING, F(control_socket), "", .check = check_path_or_empty,
+          .comment = "control socket (espfleet status/top); \"\" = $RUNTIME_DIRECTORY/control, else /run/espfleet/control (root) or $XDG_RUNTIME_DIR/espfleet/control" },
+        { "probe.enabled", CONFIG_BOOL, F(probe_enabled), "false",
+          .comment = "run a probe subscriber that times commands (to the device's next log line) and telemetry end to end" },
+        { "probe.cert", CONFIG_STRING, F(probe_cert), "", .check = check_path_or_empty,
+          .comment = "the probe's client certificate (PEM); it needs read access to the device topics, e.g. PKI/operator.crt" },
+        { "probe.key", CONFIG_STRING, F(probe_key), "", .check = check_path_or_empty,
+          .comment = "the probe's private key (PEM, mode 0600), kept outside the fleet directory" },
 
         { "log.level", CONFIG_STRING, F(log_level), "info", .check = check_log_level, .live = true,
           .comment = "daemon log level: err, warning, notice, info or debug" },

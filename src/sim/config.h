@@ -65,11 +65,20 @@ typedef struct DaemonConfig {
         unsigned ota_start_jitter_ms;
         unsigned ota_confirm_timeout_s;  /* PENDING_VERIFY -> VALID must happen within this */
 
+        /* instruments */
+        char *metrics_listen;            /* "ADDRESS:PORT" or "" (off) */
+        char *control_socket;            /* "" = the default path (control_socket_default_path()) */
+        bool probe_enabled;
+        char *probe_cert, *probe_key;
+
         /* daemon */
         unsigned summary_interval_s;     /* fleet summary and STATUS= period; 0 = off */
         char *log_level;                 /* err, warning, notice, info, debug */
         char *debug_topics;              /* "sim,mqtt" or "all" */
 } DaemonConfig;
+
+/* "ADDRESS:PORT" (numeric, "[v6]:port" for IPv6) -> host, port. */
+int config_parse_listen(const char *v, char *host, size_t size, unsigned *ret_port);
 
 /* Fills every field with its default (the table in config.c). */
 int daemon_config_init(DaemonConfig *c);
