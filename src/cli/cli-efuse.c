@@ -9,6 +9,7 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "basic/parse-util.h"
+#include "cli/cli-json.h"
 #include "cli/cli.h"
 #include "dsemu/efuse.h"
 #include "fleet/fleet-dir.h"
@@ -249,19 +250,6 @@ static void print_summary(const Efuse *e) {
         }
 }
 
-static void json_string(const char *s) {
-        putchar('"');
-        for (; *s; s++) {
-                if (*s == '"' || *s == '\\')
-                        printf("\\%c", *s);
-                else if ((unsigned char) *s < 0x20)
-                        printf("\\u%04x", *s);
-                else
-                        putchar(*s);
-        }
-        putchar('"');
-}
-
 static const char *json_efuse_type(const EfuseFieldInfo *f, char *buf, size_t size) {
         switch (f->type) {
         case EFUSE_FIELD_BOOL:
@@ -285,62 +273,93 @@ static const char *json_efuse_type(const EfuseFieldInfo *f, char *buf, size_t si
         return buf;
 }
 
-/* `espefuse summary --format json`: one object per field, keyed by name. */
-static void print_json(const Efuse *e) {
-        EspChip chip = efuse_chip(e);
+/* "value" as espefuse's get_meaning() gives it: a bool, a number, or text
+ * (a purpose name, a MAC, key bytes with ?? where read-protected). */
+static json_object *json_efuse_value(const EfuseFieldInfo *f, uint64_t v, const char *text) {
+        switch (f->type) {
+        case EFUSE_FIELD_BOOL:
+                return json_object_new_boolean(v != 0);
+        case EFUSE_FIELD_UINT:
+        case EFUSE_FIELD_BITMAP:
+        case EFUSE_FIELD_SOFT_DIS:
+        case EFUSE_FIELD_THERMO:
+                return json_object_new_uint64(v);
+        case EFUSE_FIELD_PURPOSE:
+        case EFUSE_FIELD_CRYPT_CNT:
+        case EFUSE_FIELD_MAC:
+        case EFUSE_FIELD_KEY:
+        case _EFUSE_FIELD_TYPE_MAX:
+        case _EFUSE_FIELD_TYPE_INVALID:
+                break;
+        }
+        return json_object_new_string(text);
+}
 
-        printf("{\n");
+/* One field, with the keys of espefuse's summary JSON plus "raw_value" (the
+ * bits as a number, or the text of a field wider than 64 bits). */
+static int json_efuse_field(const Efuse *e, const EfuseFieldInfo *f, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        char value[128], type[16];
+        uint64_t v = 0;
+
+        if (efuse_field_format_value(e, f, value, sizeof(value)) < 0)
+                snprintf(value, sizeof(value), "%s", "?");
+        if (f->len <= 64)
+                (void) efuse_get_field(e, f->name, &v);
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (cli_json_add(o, "name", json_object_new_string(f->name)) < 0 ||
+            cli_json_add(o, "value", json_efuse_value(f, v, value)) < 0 ||
+            cli_json_add(o, "raw_value", f->len <= 64 ? json_object_new_uint64(v) : json_object_new_string(value)) < 0 ||
+            cli_json_add(o, "readable", json_object_new_boolean(efuse_field_is_readable(e, f))) < 0 ||
+            cli_json_add(o, "writeable", json_object_new_boolean(efuse_field_is_writeable(e, f))) < 0 ||
+            cli_json_add(o, "description", json_object_new_string(f->description)) < 0 ||
+            cli_json_add(o, "category", json_object_new_string(f->category)) < 0 ||
+            cli_json_add(o, "block", json_object_new_uint64(f->block)) < 0 ||
+            cli_json_add(o, "word", json_object_new_uint64(f->start / 32)) < 0 ||
+            cli_json_add(o, "pos", json_object_new_uint64(f->start % 32)) < 0 ||
+            cli_json_add(o, "efuse_type", json_object_new_string(json_efuse_type(f, type, sizeof(type)))) < 0 ||
+            cli_json_add(o, "bit_len", json_object_new_uint64(f->len)) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+/* `espefuse summary --format json`: one object per field, keyed by its name,
+ * in the chip's field order. */
+static int json_summary(const Efuse *e, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        EspChip chip = efuse_chip(e);
+        int r;
+
+        root = json_object_new_object();
+        if (!root)
+                return -ENOMEM;
         for (size_t i = 0; i < efuse_field_count(chip); i++) {
                 const EfuseFieldInfo *f = efuse_field_by_index(chip, i);
-                char value[128], type[16];
-                uint64_t v = 0;
-                bool readable = efuse_field_is_readable(e, f);
+                json_object *field = NULL;
 
-                if (efuse_field_format_value(e, f, value, sizeof(value)) < 0)
-                        snprintf(value, sizeof(value), "%s", "?");
-                if (f->len <= 64)
-                        (void) efuse_get_field(e, f->name, &v);
-
-                printf("  ");
-                json_string(f->name);
-                printf(": {\n    \"name\": ");
-                json_string(f->name);
-                printf(",\n    \"value\": ");
-                switch (f->type) {
-                case EFUSE_FIELD_BOOL:
-                        printf("%s", v ? "true" : "false");
-                        break;
-                case EFUSE_FIELD_UINT:
-                case EFUSE_FIELD_BITMAP:
-                case EFUSE_FIELD_SOFT_DIS:
-                case EFUSE_FIELD_THERMO:
-                        printf("%" PRIu64, v);
-                        break;
-                case EFUSE_FIELD_PURPOSE:
-                case EFUSE_FIELD_CRYPT_CNT:
-                case EFUSE_FIELD_MAC:
-                case EFUSE_FIELD_KEY:
-                case _EFUSE_FIELD_TYPE_MAX:
-                case _EFUSE_FIELD_TYPE_INVALID:
-                        json_string(value);
-                        break;
-                }
-                printf(",\n    \"raw_value\": ");
-                if (f->len <= 64)
-                        printf("%" PRIu64, v);
-                else
-                        json_string(value);
-                printf(",\n    \"readable\": %s,\n    \"writeable\": %s,\n    \"description\": ",
-                       readable ? "true" : "false", efuse_field_is_writeable(e, f) ? "true" : "false");
-                json_string(f->description);
-                printf(",\n    \"category\": ");
-                json_string(f->category);
-                printf(",\n    \"block\": %u,\n    \"word\": %u,\n    \"pos\": %u,\n    \"efuse_type\": ",
-                       f->block, f->start / 32, f->start % 32);
-                json_string(json_efuse_type(f, type, sizeof(type)));
-                printf(",\n    \"bit_len\": %u\n  }%s\n", f->len, i + 1 < efuse_field_count(chip) ? "," : "");
+                r = json_efuse_field(e, f, &field);
+                if (r < 0)
+                        return r;
+                r = cli_json_add(root, f->name, field);
+                if (r < 0)
+                        return r;
         }
-        printf("}\n");
+        *ret = TAKE_PTR(root);
+        return 0;
+}
+
+static int print_json(const Efuse *e) {
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        int r;
+
+        r = json_summary(e, &root);
+        if (r < 0)
+                return log_error_errno(r, "Cannot build the JSON summary: %m");
+        return cli_json_print(root);
 }
 
 static int do_summary(const EfuseTarget *t, const char *format) {
@@ -354,9 +373,10 @@ static int do_summary(const EfuseTarget *t, const char *format) {
         r = load(t, &e);
         if (r < 0)
                 return 1;
-        if (format && streq(format, "json"))
-                print_json(e);
-        else {
+        if (format && streq(format, "json")) {
+                if (print_json(e) < 0)
+                        return 1;
+        } else {
                 printf("Chip: %s, eFuse file: %s\n\n", esp_chip_to_string(efuse_chip(e)), t->path);
                 print_summary(e);
         }

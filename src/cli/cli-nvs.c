@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -9,6 +10,7 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "basic/parse-util.h"
+#include "cli/cli-json.h"
 #include "cli/cli.h"
 #include "flash/partition-table.h"
 #include "fleet/fleet-dir.h"
@@ -153,28 +155,17 @@ static int target_open_nvs(Target *t, const NvsXtsKeys *keys, bool writable, Nvs
 
 /* ---- printing values ---- */
 
-static void print_json_string(FILE *f, const char *s, size_t n) {
-        fputc('"', f);
-        for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char) s[i];
-                if (c == '"' || c == '\\')
-                        fprintf(f, "\\%c", c);
-                else if (c == '\n')
-                        fputs("\\n", f);
-                else if (c < 0x20 || c >= 0x7f)
-                        fprintf(f, "\\u%04x", c);
-                else
-                        fputc(c, f);
-        }
-        fputc('"', f);
-}
-
 static void print_hex(FILE *f, const uint8_t *d, size_t n) {
         for (size_t i = 0; i < n; i++)
                 fprintf(f, "%02x", d[i]);
 }
 
-static void print_value(FILE *f, const NvsValue *v, bool json) {
+static size_t str_len(const NvsValue *v) {
+        /* the stored NUL is not part of the value */
+        return v->size > 0 && v->data[v->size - 1] == 0 ? v->size - 1 : v->size;
+}
+
+static void print_value(FILE *f, const NvsValue *v) {
         switch (v->type) {
         case NVS_TYPE_U8:
         case NVS_TYPE_U16:
@@ -192,36 +183,103 @@ static void print_value(FILE *f, const NvsValue *v, bool json) {
         case NVS_TYPE_DOUBLE:
                 fprintf(f, "%.17g", v->d);
                 break;
-        case NVS_TYPE_STR: {
-                size_t n = v->size > 0 && v->data[v->size - 1] == 0 ? v->size - 1 : v->size;
-                if (json)
-                        print_json_string(f, (const char *) v->data, n);
-                else
-                        fprintf(f, "'%.*s'", (int) n, (const char *) v->data);
+        case NVS_TYPE_STR:
+                fprintf(f, "'%.*s'", (int) str_len(v), (const char *) v->data);
                 break;
-        }
         case NVS_TYPE_BLOB:
         case NVS_TYPE_BLOB_IDX:
         case NVS_TYPE_BLOB_DATA:
         case NVS_TYPE_ANY:
         case _NVS_TYPE_INVALID:
-                if (json)
-                        fputc('"', f);
                 print_hex(f, v->data, v->size);
-                if (json)
-                        fputc('"', f);
-                else
-                        fprintf(f, " (%zu bytes)", v->size);
+                fprintf(f, " (%zu bytes)", v->size);
                 break;
         }
 }
 
+static json_object *json_hex(const uint8_t *d, size_t n) {
+        static const char digits[] = "0123456789abcdef";
+        _cleanup_free_ char *hex = NULL;
+
+        if (n > INT_MAX / 2)
+                return NULL;
+        hex = malloc(2 * n + 1);
+        if (!hex)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                hex[2 * i] = digits[d[i] >> 4];
+                hex[2 * i + 1] = digits[d[i] & 0xF];
+        }
+        return json_object_new_string_len(hex, (int) (2 * n));
+}
+
+/* A value in JSON: integers and floats as numbers; a string byte for byte as
+ * U+0000…U+00FF (NVS strings are bytes, not necessarily UTF-8); a blob as
+ * lowercase hex. NULL on OOM. */
+static json_object *json_value(const NvsValue *v) {
+        switch (v->type) {
+        case NVS_TYPE_U8:
+        case NVS_TYPE_U16:
+        case NVS_TYPE_U32:
+        case NVS_TYPE_U64:
+                return json_object_new_uint64(v->u);
+        case NVS_TYPE_I8:
+        case NVS_TYPE_I16:
+        case NVS_TYPE_I32:
+        case NVS_TYPE_I64:
+                return json_object_new_int64(v->i);
+        case NVS_TYPE_FLOAT:
+        case NVS_TYPE_DOUBLE:
+                return json_object_new_double(v->d);
+        case NVS_TYPE_STR:
+                return cli_json_new_bytes(v->data, str_len(v));
+        case NVS_TYPE_BLOB:
+        case NVS_TYPE_BLOB_IDX:
+        case NVS_TYPE_BLOB_DATA:
+        case NVS_TYPE_ANY:
+        case _NVS_TYPE_INVALID:
+                break;
+        }
+        return json_hex(v->data, v->size);
+}
+
+/* Namespace and key names are bytes from flash too. */
+static json_object *json_name(const char *s) {
+        return cli_json_new_bytes(s, strlen(s));
+}
+
 typedef struct DumpCtx {
         Nvs *nvs;
-        bool json;
+        json_object *entries;   /* --format json; not owned */
         unsigned count;
-        int error;
+        int error;              /* the last entry that could not be read */
+        int json_error;         /* building the JSON failed */
 } DumpCtx;
+
+/* `r` is what reading the value gave: an unreadable entry has a null value
+ * and the error's name. */
+static int json_entry(json_object *entries, const NvsEntryInfo *info, const NvsValue *v, int r) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (cli_json_add(o, "namespace", json_name(info->namespace_name)) < 0 ||
+            cli_json_add(o, "key", json_name(info->key)) < 0 ||
+            cli_json_add(o, "type", json_object_new_string(nvs_type_to_string(info->type))) < 0)
+                return -ENOMEM;
+        if (r < 0) {
+                if (cli_json_add_null(o, "value") < 0 ||
+                    cli_json_add(o, "error", json_object_new_string(esp_err_to_name(r))) < 0)
+                        return -ENOMEM;
+        } else {
+                if (cli_json_add(o, "value", json_value(v)) < 0)
+                        return -ENOMEM;
+                if (v->data && cli_json_add(o, "size", json_object_new_uint64(v->size)) < 0)
+                        return -ENOMEM;
+        }
+        return cli_json_append(entries, TAKE_PTR(o));
+}
 
 static int dump_entry(const NvsEntryInfo *info, void *userdata) {
         DumpCtx *c = userdata;
@@ -229,32 +287,79 @@ static int dump_entry(const NvsEntryInfo *info, void *userdata) {
         int r;
 
         r = nvs_get_value(c->nvs, info->namespace_name, info->key, &v);
-        if (c->json) {
-                printf("%s\n    {\"namespace\": ", c->count ? "," : "");
-                print_json_string(stdout, info->namespace_name, strlen(info->namespace_name));
-                printf(", \"key\": ");
-                print_json_string(stdout, info->key, strlen(info->key));
-                printf(", \"type\": \"%s\", \"value\": ", nvs_type_to_string(info->type));
-                if (r < 0)
-                        printf("null, \"error\": \"%s\"}", esp_err_to_name(r));
-                else {
-                        print_value(stdout, &v, true);
-                        if (v.data)
-                                printf(", \"size\": %zu", v.size);
-                        printf("}");
+        if (c->entries) {
+                int k = json_entry(c->entries, info, &v, r);
+                if (k < 0) {
+                        nvs_value_done(&v);
+                        c->json_error = k;
+                        return k;
                 }
         } else {
                 printf("  %-15s %-15s %-10s ", info->namespace_name, info->key, nvs_type_to_string(info->type));
                 if (r < 0)
                         printf("<unreadable: %s>", esp_err_to_name(r));
                 else
-                        print_value(stdout, &v, false);
+                        print_value(stdout, &v);
                 printf("\n");
         }
         if (r < 0)
                 c->error = r;
         c->count++;
         nvs_value_done(&v);
+        return 0;
+}
+
+static int json_page(json_object *pages, const NvsPageInfo *pi) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        bool has_header = pi->state != NVS_PAGE_UNINITIALIZED;
+        char raw[16];
+
+        snprintf(raw, sizeof raw, "0x%08" PRIx32, pi->state_raw);
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (cli_json_add(o, "index", json_object_new_uint64(pi->index)) < 0 ||
+            cli_json_add(o, "state", json_object_new_string(nvs_page_state_to_string(pi->state))) < 0 ||
+            cli_json_add(o, "state_raw", json_object_new_string(raw)) < 0 ||
+            cli_json_add(o, "seq", json_object_new_uint64(has_header ? pi->seq : 0)) < 0 ||
+            cli_json_add(o, "version", json_object_new_uint64(has_header ? (pi->version == 0xFE ? 2 : 1) : 0)) < 0 ||
+            cli_json_add(o, "written", json_object_new_uint64(pi->written)) < 0 ||
+            cli_json_add(o, "erased", json_object_new_uint64(pi->erased)) < 0 ||
+            cli_json_add(o, "empty", json_object_new_uint64(pi->empty)) < 0)
+                return -ENOMEM;
+        return cli_json_append(pages, TAKE_PTR(o));
+}
+
+/* The head of the JSON dump: where it comes from, and the pages. "entries"
+ * is filled while iterating; *ret_entries points into *ret. */
+static int json_dump_new(const Target *t, Nvs *nvs, json_object **ret, json_object **ret_entries) {
+        _cleanup_(json_object_putp) json_object *root = NULL, *pages = NULL, *entries = NULL;
+        json_object *e;
+        int r;
+
+        root = json_object_new_object();
+        pages = json_object_new_array();
+        entries = json_object_new_array();
+        if (!root || !pages || !entries)
+                return -ENOMEM;
+        for (unsigned p = 0; p < nvs_page_count(nvs); p++) {
+                NvsPageInfo pi = {};
+
+                (void) nvs_page_info(nvs, p, &pi);
+                pi.index = p;
+                r = json_page(pages, &pi);
+                if (r < 0)
+                        return r;
+        }
+        e = entries;
+        if (cli_json_add(root, "source", cli_json_new_bytes(t->where, strlen(t->where))) < 0 ||
+            cli_json_add(root, "encrypted", json_object_new_boolean(nvs_is_encrypted(nvs))) < 0 ||
+            cli_json_add(root, "repairs", json_object_new_uint64(nvs_repair_count(nvs))) < 0 ||
+            cli_json_add(root, "pages", TAKE_PTR(pages)) < 0 ||
+            cli_json_add(root, "entries", TAKE_PTR(entries)) < 0)
+                return -ENOMEM;
+        *ret_entries = e;
+        *ret = TAKE_PTR(root);
         return 0;
 }
 
@@ -272,11 +377,26 @@ static int read_keys(const char *keyfile, NvsXtsKeys *keys, NvsXtsKeys **ret) {
         return 0;
 }
 
+static void print_pages(Nvs *nvs) {
+        for (unsigned p = 0; p < nvs_page_count(nvs); p++) {
+                NvsPageInfo pi = {};
+
+                (void) nvs_page_info(nvs, p, &pi);
+                if (pi.state != NVS_PAGE_UNINITIALIZED)
+                        printf("  %2u  %-13s seq %-5" PRIu32 " v%u  written %3u  erased %3u  empty %3u\n", p,
+                               nvs_page_state_to_string(pi.state), pi.seq, pi.version == 0xFE ? 2 : 1, pi.written,
+                               pi.erased, pi.empty);
+                else
+                        printf("  %2u  %s\n", p, nvs_page_state_to_string(pi.state));
+        }
+}
+
 static int do_dump(const char *arg, bool json, const char *keyfile) {
         _cleanup_(target_done) Target t = {};
         _cleanup_(nvs_closep) Nvs *nvs = NULL;
+        _cleanup_(json_object_putp) json_object *root = NULL;
         NvsXtsKeys keys, *kp;
-        DumpCtx c = { .json = json };
+        DumpCtx c = {};
         int r;
 
         r = read_keys(keyfile, &keys, &kp);
@@ -292,37 +412,23 @@ static int do_dump(const char *arg, bool json, const char *keyfile) {
         c.nvs = nvs;
 
         if (json) {
-                printf("{\n  \"source\": ");
-                print_json_string(stdout, t.where, strlen(t.where));
-                printf(",\n  \"encrypted\": %s,\n  \"repairs\": %u,\n  \"pages\": [", nvs_is_encrypted(nvs) ? "true" : "false",
-                       nvs_repair_count(nvs));
-        } else
+                r = json_dump_new(&t, nvs, &root, &c.entries);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot build the JSON dump: %m");
+        } else {
                 printf("%s%s\nPages:\n", t.where, nvs_is_encrypted(nvs) ? ", encrypted" : "");
-        for (unsigned p = 0; p < nvs_page_count(nvs); p++) {
-                NvsPageInfo pi;
-                (void) nvs_page_info(nvs, p, &pi);
-                bool has_header = pi.state != NVS_PAGE_UNINITIALIZED;
-                if (json)
-                        printf("%s\n    {\"index\": %u, \"state\": \"%s\", \"state_raw\": \"0x%08" PRIx32 "\", \"seq\": %" PRIu32
-                               ", \"version\": %u, \"written\": %u, \"erased\": %u, \"empty\": %u}",
-                               p ? "," : "", p, nvs_page_state_to_string(pi.state), pi.state_raw,
-                               has_header ? pi.seq : 0, has_header ? (pi.version == 0xFE ? 2 : 1) : 0, pi.written,
-                               pi.erased, pi.empty);
-                else if (has_header)
-                        printf("  %2u  %-13s seq %-5" PRIu32 " v%u  written %3u  erased %3u  empty %3u\n", p,
-                               nvs_page_state_to_string(pi.state), pi.seq, pi.version == 0xFE ? 2 : 1, pi.written,
-                               pi.erased, pi.empty);
-                else
-                        printf("  %2u  %s\n", p, nvs_page_state_to_string(pi.state));
-        }
-        if (json)
-                printf("\n  ],\n  \"entries\": [");
-        else
+                print_pages(nvs);
                 printf("Entries:\n");
+        }
         r = nvs_iterate(nvs, NULL, NVS_TYPE_ANY, dump_entry, &c);
-        if (json)
-                printf("\n  ]\n}\n");
-        else if (c.count == 0)
+        if (c.json_error < 0)
+                return log_error_errno(c.json_error, "Cannot build the JSON dump: %m");
+        if (json) {
+                /* printed even when the iteration failed: what was read is shown */
+                int k = cli_json_print(root);
+                if (k < 0)
+                        return k;
+        } else if (c.count == 0)
                 printf("  (none)%s\n", nvs_is_encrypted(nvs) || keyfile ? "" : " (an encrypted partition needs --keyfile)");
         if (r < 0)
                 return log_error_errno(r, "%s: iteration failed: %s", t.where, esp_err_to_name(r));
@@ -431,14 +537,17 @@ static int do_key(const char *verb, int argc, char **argv, const char *keyfile) 
         r = nvs_get_value(nvs, argv[1], argv[2], &v);
         if (r < 0)
                 return log_error_errno(r, "%s: '%s/%s': %s", t.where, argv[1], argv[2], esp_err_to_name(r));
-        if (v.type == NVS_TYPE_STR)
+        if (v.type == NVS_TYPE_STR) {
                 printf("%.*s\n", (int) (v.size > 0 ? v.size - 1 : 0), (const char *) v.data);
-        else {
-                print_value(stdout, &v, true);
-                printf("\n");
+                nvs_value_done(&v);
+                return 0;
         }
+        /* anything else as its JSON: a number, or a blob's hex in quotes */
+        _cleanup_(json_object_putp) json_object *o = json_value(&v);
         nvs_value_done(&v);
-        return 0;
+        if (!o)
+                return log_error_errno(-ENOMEM, "Cannot format the value: %m");
+        return cli_json_print(o);
 }
 
 int verb_nvs(int argc, char **argv) {

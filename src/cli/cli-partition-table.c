@@ -6,6 +6,7 @@
 #include "basic/fileio.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "cli/cli-json.h"
 #include "cli/cli.h"
 #include "flash/partition-table.h"
 #include "fleet/fleet-dir.h"
@@ -91,46 +92,63 @@ static int load_any(const char *arg, PartitionTable **ret, char *err, size_t err
         return partition_table_from_csv((const char *) data, arg, ret, err, errlen);
 }
 
-static void json_string(FILE *out, const char *s) {
-        fputc('"', out);
-        for (; *s; s++) {
-                unsigned char c = (unsigned char) *s;
-                if (c == '"' || c == '\\')
-                        fprintf(out, "\\%c", c);
-                else if (c < 0x20 || c == 0x7F)
-                        fprintf(out, "\\u%04x", c);
-                else
-                        fputc(c, out);
-        }
-        fputc('"', out);
+/* A name, or null for a number that has none. */
+static int json_add_keyword(json_object *o, const char *key, const char *name) {
+        if (!name)
+                return cli_json_add_null(o, key);
+        return cli_json_add(o, key, json_object_new_string(name));
 }
 
-static void print_json(const PartitionTable *t, FILE *out) {
-        fprintf(out, "{\"offset\":%u,\"flash_size\":%" PRIu32 ",\"ota_slots\":%u,\"partitions\":[", PARTITION_TABLE_OFFSET,
-                partition_table_flash_size(t), partition_table_ota_count(t));
-        for (size_t i = 0; i < partition_table_count(t); i++) {
-                const Partition *p = partition_table_get(t, i);
-                const char *type = partition_type_to_string(p->type);
-                const char *subtype = partition_subtype_to_string(p->type, p->subtype);
+static int json_partition(json_object *partitions, const Partition *p) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
 
-                fprintf(out, "%s\n  {\"name\":", i > 0 ? "," : "");
-                json_string(out, p->name);
-                fprintf(out, ",\"type\":");
-                if (type)
-                        json_string(out, type);
-                else
-                        fprintf(out, "null");
-                fprintf(out, ",\"type_id\":%u,\"subtype\":", p->type);
-                if (subtype)
-                        json_string(out, subtype);
-                else
-                        fprintf(out, "null");
-                fprintf(out, ",\"subtype_id\":%u,\"offset\":%" PRIu32 ",\"size\":%" PRIu32
-                        ",\"encrypted\":%s,\"readonly\":%s}",
-                        p->subtype, p->offset, p->size, p->flags & PARTITION_FLAG_ENCRYPTED ? "true" : "false",
-                        p->flags & PARTITION_FLAG_READONLY ? "true" : "false");
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        /* a binary table's name may hold any bytes */
+        if (cli_json_add(o, "name", cli_json_new_text(p->name)) < 0 ||
+            json_add_keyword(o, "type", partition_type_to_string(p->type)) < 0 ||
+            cli_json_add(o, "type_id", json_object_new_uint64(p->type)) < 0 ||
+            json_add_keyword(o, "subtype", partition_subtype_to_string(p->type, p->subtype)) < 0 ||
+            cli_json_add(o, "subtype_id", json_object_new_uint64(p->subtype)) < 0 ||
+            cli_json_add(o, "offset", json_object_new_uint64(p->offset)) < 0 ||
+            cli_json_add(o, "size", json_object_new_uint64(p->size)) < 0 ||
+            cli_json_add(o, "encrypted", json_object_new_boolean(!!(p->flags & PARTITION_FLAG_ENCRYPTED))) < 0 ||
+            cli_json_add(o, "readonly", json_object_new_boolean(!!(p->flags & PARTITION_FLAG_READONLY))) < 0)
+                return -ENOMEM;
+        return cli_json_append(partitions, TAKE_PTR(o));
+}
+
+static int json_table(const PartitionTable *t, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *root = NULL, *partitions = NULL;
+        int r;
+
+        root = json_object_new_object();
+        partitions = json_object_new_array();
+        if (!root || !partitions)
+                return -ENOMEM;
+        for (size_t i = 0; i < partition_table_count(t); i++) {
+                r = json_partition(partitions, partition_table_get(t, i));
+                if (r < 0)
+                        return r;
         }
-        fprintf(out, "\n]}\n");
+        if (cli_json_add(root, "offset", json_object_new_uint64(PARTITION_TABLE_OFFSET)) < 0 ||
+            cli_json_add(root, "flash_size", json_object_new_uint64(partition_table_flash_size(t))) < 0 ||
+            cli_json_add(root, "ota_slots", json_object_new_uint64(partition_table_ota_count(t))) < 0 ||
+            cli_json_add(root, "partitions", TAKE_PTR(partitions)) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(root);
+        return 0;
+}
+
+static int print_json(const PartitionTable *t) {
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        int r;
+
+        r = json_table(t, &root);
+        if (r < 0)
+                return log_error_errno(r, "Cannot build the JSON table: %m");
+        return cli_json_print(root);
 }
 
 static int gen_main(int argc, char **argv) {
@@ -228,9 +246,10 @@ static int show_main(int argc, char **argv) {
                 return 1;
         }
 
-        if (json)
-                print_json(t, stdout);
-        else {
+        if (json) {
+                if (print_json(t) < 0)
+                        return 1;
+        } else {
                 _cleanup_free_ char *csv = NULL;
                 r = partition_table_to_csv(t, &csv);
                 if (r < 0) {
