@@ -393,6 +393,10 @@ static void attempt_measure(Device *d, bool accepted) {
         const MqttAttemptInfo *a = mqtt_client_attempt(d->client);
         uint64_t now = mono_usec();
 
+        if (a->tcp_usec && a->tls_usec)
+                log_dev_debug(d->id, "Attempt %s: TCP %.1f ms, TLS %.1f ms, then %.1f ms", accepted ? "accepted" : "failed",
+                              (a->tcp_usec - a->started_usec) / 1e3, (a->tls_usec - a->tcp_usec) / 1e3,
+                              (now - a->tls_usec) / 1e3);
         if (a->tcp_usec && a->tcp_usec >= a->started_usec)
                 metrics_observe(mb(d), METRIC_TCP_CONNECT, a->tcp_usec - a->started_usec);
         if (a->tls_usec && a->tcp_usec && a->tls_usec >= a->tcp_usec)

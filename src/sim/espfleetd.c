@@ -17,7 +17,10 @@
 #include "basic/log.h"
 #include "basic/parse-util.h"
 #include "fleet/fleet-dir.h"
+#include "metrics/metrics-prometheus.h"
 #include "metrics/metrics.h"
+#include "sim/device.h"
+#include "transport/http-server.h"
 #include "sim/backoff.h"
 #include "sim/config.h"
 #include "sim/fd-budget.h"
@@ -55,6 +58,7 @@ struct Supervisor {
         bool ready_sent;
         bool stopping;
         sd_event_source *summary_timer, *kill_timer, *hang_timer;
+        HttpServer *metrics_server;     /* metrics.listen */
 };
 
 static void apply_log_settings(const DaemonConfig *c) {
@@ -304,6 +308,71 @@ static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *u
         return 0;
 }
 
+/* ---- Prometheus ------------------------------------------------------------ */
+
+static int metrics_handler(const char *path, char **body, size_t *len, const char **type, void *userdata) {
+        Supervisor *sup = userdata;
+        const char *states[_DEVICE_STATE_MAX];
+        _cleanup_free_ MetricsBlock **blocks = NULL;
+        FILE *f;
+        int r;
+
+        if (streq(path, "/")) {
+                *body = strdup("<html><body><h1>espfleetd</h1><p><a href=\"/metrics\">/metrics</a></p></body></html>\n");
+                if (!*body)
+                        return -ENOMEM;
+                *len = strlen(*body);
+                *type = "text/html; charset=utf-8";
+                return 0;
+        }
+        if (!streq(path, "/metrics"))
+                return -ENOENT;
+        blocks = calloc(sup->n_workers, sizeof *blocks);
+        if (!blocks)
+                return -ENOMEM;
+        for (unsigned i = 0; i < sup->n_workers; i++)
+                blocks[i] = sup->workers[i].metrics;
+        for (DeviceState st = 0; st < _DEVICE_STATE_MAX; st++)
+                states[st] = device_state_to_string(st);
+        MetricsExport e = {
+                .blocks = blocks,
+                .n_blocks = sup->n_workers,
+                .state_names = states,
+                .n_states = _DEVICE_STATE_MAX,
+                .version = ESPFLEET_VERSION,
+        };
+        f = open_memstream(body, len);
+        if (!f)
+                return -ENOMEM;
+        r = metrics_prometheus_write(f, &e);
+        if (fclose(f) != 0 && r >= 0)
+                r = -ENOMEM;
+        if (r < 0) {
+                free(*body);
+                *body = NULL;
+                return r;
+        }
+        *type = "text/plain; version=0.0.4; charset=utf-8";
+        return 0;
+}
+
+static int metrics_server_start(Supervisor *sup) {
+        char host[64];
+        unsigned port;
+        int r;
+
+        if (!sup->config.metrics_listen || !*sup->config.metrics_listen)
+                return 0;
+        r = config_parse_listen(sup->config.metrics_listen, host, sizeof host, &port);
+        if (r < 0)
+                return log_error_errno(r, "metrics.listen '%s' is not ADDRESS:PORT", sup->config.metrics_listen);
+        r = http_server_new(sup->event, host, port, metrics_handler, sup, &sup->metrics_server);
+        if (r < 0)
+                return log_error_errno(r, "Cannot serve metrics on %s: %m", sup->config.metrics_listen);
+        log_info("Prometheus metrics on http://%s/metrics", sup->config.metrics_listen);
+        return 0;
+}
+
 /* Raises the soft open-file limit to the hard one (workers inherit it) and
  * returns it: the fd budget of every worker (fd-budget.h). */
 static unsigned raise_nofile(void) {
@@ -409,6 +478,9 @@ static int run_supervisor(const char *config_path) {
                 if (r < 0)
                         goto out_workers;
         }
+        r = metrics_server_start(&sup);
+        if (r < 0)
+                goto out_workers;
         if (sd_event_add_time_relative(sup.event, &sup.summary_timer, CLOCK_MONOTONIC,
                                        (uint64_t) MAX(sup.config.summary_interval_s, 1u) * 1000000, 100000, on_summary,
                                        &sup) >= 0)
@@ -442,6 +514,7 @@ out_workers:
                         close(w->metrics_fd);
         }
         free(sup.workers);
+        http_server_free(sup.metrics_server);
         sd_event_source_disable_unref(sup.summary_timer);
         sd_event_source_disable_unref(sup.kill_timer);
         sd_event_source_disable_unref(sup.hang_timer);

@@ -5,6 +5,8 @@
 #include <mosquitto.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -85,6 +87,7 @@ struct MqttClient {
         unsigned unacked;               /* publishes of this session not yet acknowledged/written */
 
         MqttAttemptInfo attempt;
+        int early_errno;                /* a connect error the handshake's first write() took (see connect) */
         /* QoS 1 publishes and SUBSCRIBEs in flight, for their latencies: a
          * small ring, oldest first (a device has a handful at a time; an
          * entry that falls off is simply not measured). */
@@ -164,6 +167,11 @@ static void ssl_info_cb(const SSL *ssl, int where, int ret) {
                 c = connecting_client;
         if (!c)
                 return;
+        /* The ClientHello is out: the TCP connection is up (the write
+         * succeeded). libmosquitto starts the handshake inside connect(), so
+         * this is the first moment the socket is known to be connected. */
+        if ((where & SSL_CB_LOOP) && !c->attempt.tcp_usec && SSL_get_state(ssl) == TLS_ST_CR_SRVR_HELLO)
+                c->attempt.tcp_usec = now_usec();
         if ((where & SSL_CB_HANDSHAKE_DONE) && !c->attempt.tls_usec)
                 c->attempt.tls_usec = now_usec();
         if (where & SSL_CB_ALERT) {
@@ -426,11 +434,34 @@ static void client_io(MqttClient *c, int fd, uint32_t revents) {
 
         if (!c->mosq)
                 return;
-        if (!c->attempt.tcp_usec && !(revents & (EPOLLHUP | EPOLLERR)))
-                c->attempt.tcp_usec = now_usec();
+        /* A connect that failed (refused, unreachable) shows as an error on
+         * the socket: take its reason before libmosquitto reads it as a
+         * generic "connection lost". */
+        if (!c->connected && !c->attempt.tcp_usec && (revents & (EPOLLHUP | EPOLLERR))) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0)
+                        err = c->early_errno;
+                if (err != 0) {
+                        c->lost = true;
+                        c->lost_rc = MOSQ_ERR_ERRNO;
+                        errno = err;
+                        client_sync(c);
+                        return;
+                }
+        }
         c->busy = true;
-        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
                 r = mosquitto_loop_read(c->mosq, 1);
+                /* Until CONNACK, acknowledge what arrived at once. A TLS 1.3
+                 * broker sends its session tickets right before CONNACK; a
+                 * broker without TCP_NODELAY (mosquitto's default) holds the
+                 * small CONNACK back until they are acknowledged (Nagle), and
+                 * our kernel delays that ACK by ~40 ms: every connection
+                 * would wait 40 ms for nothing. */
+                if (!c->connected && fd >= 0)
+                        (void) setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &(int) { 1 }, sizeof(int));
+        }
         if (r == MOSQ_ERR_SUCCESS && !c->lost && (revents & EPOLLOUT) && mosquitto_socket(c->mosq) >= 0)
                 r = mosquitto_loop_write(c->mosq, 1);
         c->busy = false;
@@ -444,7 +475,7 @@ static void client_io(MqttClient *c, int fd, uint32_t revents) {
                 int err = 0;
                 socklen_t len = sizeof err;
                 if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0)
-                        err = ECONNRESET;
+                        err = c->early_errno ?: ECONNRESET;
                 c->lost = true;
                 c->lost_rc = MOSQ_ERR_ERRNO;
                 errno = err;
@@ -651,8 +682,16 @@ int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const ch
                 mosquitto_log_callback_set(m, cb_log);
 
         connecting_client = c;
+        errno = 0;
         r = mosquitto_connect_bind_async(m, host, (int) port, (int) keepalive_s, bind_address);
+        /* libmosquitto starts the handshake right after connect(): on
+         * loopback a refusal is already there, and the ClientHello's write()
+         * takes it off the socket (SO_ERROR reads 0 afterwards), leaving only
+         * errno to say what happened. */
+        int early = errno;
         connecting_client = NULL;
+        c->early_errno = r == MOSQ_ERR_SUCCESS && (early == ECONNREFUSED || early == ENETUNREACH || early == EHOSTUNREACH || early == ETIMEDOUT)
+                ? early : 0;
         if (r != MOSQ_ERR_SUCCESS) {
                 r = mqtt_error_to_errno(r);
                 mosquitto_destroy(m);
