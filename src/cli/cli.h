@@ -12,3 +12,4 @@ int verb_partition_table(int argc, char **argv);
 int verb_image(int argc, char **argv);
 int verb_flash(int argc, char **argv);
 int verb_device(int argc, char **argv);
+int verb_report(int argc, char **argv);
