@@ -33,6 +33,14 @@ void log_set_target(LogTarget t) {
         log_target_resolved = -1;
 }
 
+static void (*stderr_hook)(bool before, void *userdata);
+static void *stderr_hook_userdata;
+
+void log_set_stderr_hook(void (*hook)(bool before, void *userdata), void *userdata) {
+        stderr_hook = hook;
+        stderr_hook_userdata = userdata;
+}
+
 void log_set_max_level(int level) {
         log_max_level = level;
 }
@@ -155,10 +163,14 @@ int log_internal(int level, LogTopic topic, const char *device_id, int error,
                         [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
                 };
                 const char *pfx = level >= 0 && level < (int) ELEMENTSOF(prefixes) ? prefixes[level] : "log";
+                if (stderr_hook)
+                        stderr_hook(true, stderr_hook_userdata);
                 if (device_id)
                         fprintf(stderr, "%s[%d]: %s: %s: %s\n", log_program, (int) getpid(), pfx, device_id, msg);
                 else
                         fprintf(stderr, "%s[%d]: %s: %s\n", log_program, (int) getpid(), pfx, msg);
+                if (stderr_hook)
+                        stderr_hook(false, stderr_hook_userdata);
         }
         errno = saved_errno;
         return ret;

@@ -37,6 +37,10 @@ typedef enum LogTarget {
 /* Global settings; call once at start-up (and again on SIGHUP). */
 void log_set_target(LogTarget t);
 void log_set_max_level(int level);             /* LOG_ERR … LOG_DEBUG; default LOG_INFO */
+/* Called around every line written to stderr (not to the journal): a
+ * status line at the bottom of a terminal clears itself before and draws
+ * itself again after. NULL removes it. */
+void log_set_stderr_hook(void (*hook)(bool before, void *userdata), void *userdata);
 int log_set_debug_topics(const char *csv);     /* "nvs,ota" or "all"; -EINVAL names nothing */
 void log_set_program(const char *name);        /* prefix on stderr, SYSLOG_IDENTIFIER in journal */
 bool log_would_log(int level, LogTopic topic);

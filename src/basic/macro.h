@@ -81,6 +81,10 @@ static inline bool streq_ptr(const char *a, const char *b) {
         return strcmp(a, b) == 0;
 }
 #define streq(a, b) (strcmp((a), (b)) == 0)
+
+static inline bool startswith(const char *s, const char *prefix) {
+        return strncmp(s, prefix, strlen(prefix)) == 0;
+}
 #define strneq(a, b, n) (strncmp((a), (b), (n)) == 0)
 
 static inline const char *strna(const char *s) {

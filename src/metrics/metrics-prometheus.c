@@ -77,6 +77,20 @@ static const uint64_t rate_bounds[] = {
         10000, 100000, 1000000, 10000000, 100000000, 1000000000,
 };
 
+/* The worker label of block w: its index, or "probe" for the probe's. */
+static const char *wlabel(const MetricsExport *e, size_t w) {
+        static char buf[24];
+
+        if (e->probe_last && w + 1 == e->n_blocks)
+                return "probe";
+        snprintf(buf, sizeof buf, "%zu", w);
+        return buf;
+}
+
+static bool is_probe(const MetricsExport *e, size_t w) {
+        return e->probe_last && w + 1 == e->n_blocks;
+}
+
 static void write_header(FILE *f, const char *name, const char *type, const char *help) {
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -106,16 +120,16 @@ static void write_histogram(FILE *f, const MetricsExport *e, MetricHistogram h) 
                         uint64_t c = MIN(histogram_count_le(hist, bounds[i]), count);
                         c = MAX(c, last);
                         last = c;
-                        fprintf(f, "%s_bucket{worker=\"%zu\",le=\"", name, w);
+                        fprintf(f, "%s_bucket{worker=\"%s\",le=\"", name, wlabel(e, w));
                         write_le(f, bounds[i], time);
                         fprintf(f, "\"} %" PRIu64 "\n", c);
                 }
-                fprintf(f, "%s_bucket{worker=\"%zu\",le=\"+Inf\"} %" PRIu64 "\n", name, w, count);
+                fprintf(f, "%s_bucket{worker=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, wlabel(e, w), count);
                 if (time)
-                        fprintf(f, "%s_sum{worker=\"%zu\"} %.6f\n", name, w, (double) hist->sum / 1e6);
+                        fprintf(f, "%s_sum{worker=\"%s\"} %.6f\n", name, wlabel(e, w), (double) hist->sum / 1e6);
                 else
-                        fprintf(f, "%s_sum{worker=\"%zu\"} %" PRIu64 "\n", name, w, hist->sum);
-                fprintf(f, "%s_count{worker=\"%zu\"} %" PRIu64 "\n", name, w, count);
+                        fprintf(f, "%s_sum{worker=\"%s\"} %" PRIu64 "\n", name, wlabel(e, w), hist->sum);
+                fprintf(f, "%s_count{worker=\"%s\"} %" PRIu64 "\n", name, wlabel(e, w), count);
         }
 }
 
@@ -133,7 +147,7 @@ static void write_reasons(FILE *f, const MetricsExport *e, const char *name, con
                                 continue;
                         const char *n = metrics_reason_name(r, buf, sizeof buf);
                         if (n)
-                                fprintf(f, "%s{worker=\"%zu\",reason=\"%s\"} %" PRIu64 "\n", name, w, n, v[r]);
+                                fprintf(f, "%s{worker=\"%s\",reason=\"%s\"} %" PRIu64 "\n", name, wlabel(e, w), n, v[r]);
                 }
         }
 }
@@ -144,15 +158,15 @@ int metrics_prometheus_write(FILE *f, const MetricsExport *e) {
 
         write_header(f, "espfleet_worker_starts_total", "counter", "Worker processes started");
         for (size_t w = 0; w < e->n_blocks; w++)
-                if (e->blocks[w])
-                        fprintf(f, "espfleet_worker_starts_total{worker=\"%zu\"} %" PRIu64 "\n", w,
+                if (e->blocks[w] && !is_probe(e, w))
+                        fprintf(f, "espfleet_worker_starts_total{worker=\"%s\"} %" PRIu64 "\n", wlabel(e, w),
                                 e->blocks[w]->worker_starts);
 
         for (MetricCounter c = 0; c < _METRIC_COUNTER_MAX; c++) {
                 write_header(f, counter_table[c].name, "counter", counter_table[c].help);
                 for (size_t w = 0; w < e->n_blocks; w++)
                         if (e->blocks[w])
-                                fprintf(f, "%s{worker=\"%zu\"} %" PRIu64 "\n", counter_table[c].name, w,
+                                fprintf(f, "%s{worker=\"%s\"} %" PRIu64 "\n", counter_table[c].name, wlabel(e, w),
                                         e->blocks[w]->counters[c]);
         }
         write_reasons(f, e, "espfleet_connect_failures_total", "Connection attempts that failed, by reason",
@@ -169,7 +183,7 @@ int metrics_prometheus_write(FILE *f, const MetricsExport *e) {
                         const MetricsOtaResult *s = &b->ota_results[i];
                         if (!__atomic_load_n(&s->used, __ATOMIC_ACQUIRE))
                                 break;
-                        fprintf(f, "espfleet_ota_outcomes_total{worker=\"%zu\",result=\"%s\"} %" PRIu64 "\n", w,
+                        fprintf(f, "espfleet_ota_outcomes_total{worker=\"%s\",result=\"%s\"} %" PRIu64 "\n", wlabel(e, w),
                                 i == METRIC_OTA_RESULT_SLOTS - 1 ? "other" : esp_err_to_name(s->code), s->count);
                 }
         }
@@ -177,21 +191,21 @@ int metrics_prometheus_write(FILE *f, const MetricsExport *e) {
         write_header(f, "espfleet_devices", "gauge", "Devices in each state");
         for (size_t w = 0; w < e->n_blocks; w++) {
                 const MetricsBlock *b = e->blocks[w];
-                if (!b)
+                if (!b || is_probe(e, w))
                         continue;
                 for (size_t s = 0; s < e->n_states && s < METRIC_STATE_SLOTS; s++)
-                        fprintf(f, "espfleet_devices{worker=\"%zu\",state=\"%s\"} %" PRIu64 "\n", w,
+                        fprintf(f, "espfleet_devices{worker=\"%s\",state=\"%s\"} %" PRIu64 "\n", wlabel(e, w),
                                 e->state_names[s], b->devices_in_state[s]);
         }
         write_header(f, "espfleet_ota_downloads_active", "gauge", "OTA downloads running");
         for (size_t w = 0; w < e->n_blocks; w++)
-                if (e->blocks[w])
-                        fprintf(f, "espfleet_ota_downloads_active{worker=\"%zu\"} %" PRIu64 "\n", w,
+                if (e->blocks[w] && !is_probe(e, w))
+                        fprintf(f, "espfleet_ota_downloads_active{worker=\"%s\"} %" PRIu64 "\n", wlabel(e, w),
                                 e->blocks[w]->downloads_active);
         write_header(f, "espfleet_ota_downloads_queued", "gauge", "Devices waiting for a download slot");
         for (size_t w = 0; w < e->n_blocks; w++)
-                if (e->blocks[w])
-                        fprintf(f, "espfleet_ota_downloads_queued{worker=\"%zu\"} %" PRIu64 "\n", w,
+                if (e->blocks[w] && !is_probe(e, w))
+                        fprintf(f, "espfleet_ota_downloads_queued{worker=\"%s\"} %" PRIu64 "\n", wlabel(e, w),
                                 e->blocks[w]->downloads_queued);
 
         for (MetricHistogram h = 0; h < _METRIC_HISTOGRAM_MAX; h++)

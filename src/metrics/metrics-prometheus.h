@@ -15,6 +15,7 @@
 typedef struct MetricsExport {
         MetricsBlock *const *blocks;    /* one per worker, NULL for a worker without one */
         size_t n_blocks;
+        bool probe_last;                /* the last block is the probe's: worker="probe" */
         const char *const *state_names; /* DeviceState names, for espfleet_devices{state} */
         size_t n_states;
         const char *version;            /* espfleet's, for espfleet_build_info */

@@ -679,6 +679,34 @@ static void dump_value(FILE *f, const ConfigItem *it) {
         }
 }
 
+int daemon_config_foreach(const DaemonConfig *c, ConfigVisitor *v, void *userdata) {
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
+                const ConfigItem *it = &config_items[i];
+                const void *p = item_cptr(c, it);
+                switch (it->type) {
+                case CONFIG_STRING:
+                        v->string(it->path, *(char *const *) p ?: "", userdata);
+                        break;
+                case CONFIG_TLS_VERSION:
+                        v->string(it->path, *(const TlsVersion *) p == TLS_VERSION_1_3 ? "tlsv1.3" : "tlsv1.2", userdata);
+                        break;
+                case CONFIG_STRV:
+                        v->strv(it->path, *(char **const *) p, userdata);
+                        break;
+                case CONFIG_UINT:
+                        v->number(it->path, *(const unsigned *) p, userdata);
+                        break;
+                case CONFIG_DOUBLE:
+                        v->number(it->path, *(const double *) p, userdata);
+                        break;
+                case CONFIG_BOOL:
+                        v->boolean(it->path, *(const bool *) p, userdata);
+                        break;
+                }
+        }
+        return 0;
+}
+
 int daemon_config_dump_sample(FILE *f) {
         const char *group = NULL;
         size_t group_len = 0;

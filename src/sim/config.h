@@ -77,6 +77,15 @@ typedef struct DaemonConfig {
         char *debug_topics;              /* "sim,mqtt" or "all" */
 } DaemonConfig;
 
+/* Every key with its current value, in table order (the report's effective config). */
+typedef struct ConfigVisitor {
+        void (*string)(const char *key, const char *value, void *userdata);
+        void (*strv)(const char *key, char *const *values, void *userdata);
+        void (*number)(const char *key, double value, void *userdata);
+        void (*boolean)(const char *key, bool value, void *userdata);
+} ConfigVisitor;
+int daemon_config_foreach(const DaemonConfig *c, ConfigVisitor *v, void *userdata);
+
 /* "ADDRESS:PORT" (numeric, "[v6]:port" for IPv6) -> host, port. */
 int config_parse_listen(const char *v, char *host, size_t size, unsigned *ret_port);
 

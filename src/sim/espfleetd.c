@@ -19,7 +19,11 @@
 #include "fleet/fleet-dir.h"
 #include "metrics/metrics-prometheus.h"
 #include "metrics/metrics.h"
+#include "basic/progress.h"
+#include "sim/console.h"
 #include "sim/device.h"
+#include "sim/probe.h"
+#include "sim/report.h"
 #include "transport/http-server.h"
 #include "sim/backoff.h"
 #include "sim/config.h"
@@ -31,6 +35,10 @@
 #define RESTART_DELAY_MAX_MS 60000
 
 typedef struct Supervisor Supervisor;
+
+typedef struct ReportPaths {
+        const char *json, *junit, *html;
+} ReportPaths;
 
 typedef struct WorkerSlot {
         Supervisor *sup;                /* not owned */
@@ -59,6 +67,14 @@ struct Supervisor {
         bool stopping;
         sd_event_source *summary_timer, *kill_timer, *hang_timer;
         HttpServer *metrics_server;     /* metrics.listen */
+        MetricsBlock *probe_block;      /* the probe's histograms (no devices) */
+        Probe *probe;                   /* probe.enabled */
+        Console *console;               /* a terminal: status line, workers' stderr through us */
+        sd_event_source *sample_timer;  /* once a second: timeline, status line */
+        Timeline timeline;
+        uint64_t started_real_usec, started_mono_usec;
+        const ReportPaths *reports;
+        bool report_taken;              /* the final report is written */
 };
 
 static void apply_log_settings(const DaemonConfig *c) {
@@ -195,6 +211,8 @@ static int worker_spawn(WorkerSlot *w) {
                 sigprocmask(SIG_SETMASK, &all, NULL);
                 if (dup2(sv[1], WORKER_FD) < 0 || dup2(w->metrics_fd, WORKER_METRICS_FD) < 0)
                         _exit(127);
+                if (sup->console && dup2(console_worker_fd(sup->console), STDERR_FILENO) < 0)
+                        _exit(127);
                 snprintf(arg, sizeof arg, "%u:%u:%zu:%zu", w->index, sup->n_workers, w->pos_first, w->count);
                 char *argv[] = { (char *) "espfleetd", (char *) "--worker", arg, (char *) "-c",
                                  (char *) sup->config_path, NULL };
@@ -254,12 +272,141 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static int log_oom(void) {
+        return log_error_errno(ENOMEM, "Out of memory");
+}
+
+static uint64_t real_now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* Writes every report asked for; `reason` says what ended (or paused) the run. */
+static void write_reports(Supervisor *sup, const char *reason) {
+        _cleanup_free_ MetricsBlock **blocks = NULL;
+        const ReportPaths *p = sup->reports;
+        int r;
+
+        if (!p || (!p->json && !p->junit && !p->html))
+                return;
+        blocks = calloc(sup->n_workers, sizeof *blocks);
+        if (!blocks)
+                return (void) log_oom();
+        for (unsigned i = 0; i < sup->n_workers; i++)
+                blocks[i] = sup->workers[i].metrics;
+        ReportInput in = {
+                .blocks = blocks,
+                .n_blocks = sup->n_workers,
+                .probe = sup->probe ? sup->probe_block : NULL,
+                .config = &sup->config,
+                .config_path = sup->config_path,
+                .started_usec = sup->started_real_usec,
+                .ended_usec = real_now_usec(),
+                .reason = reason,
+                .timeline = &sup->timeline,
+        };
+        json_object *report = report_build(&in);
+        if (!report)
+                return (void) log_oom();
+        if (p->json) {
+                r = report_write_json(p->json, report);
+                if (r < 0)
+                        log_error_errno(r, "Cannot write the report '%s': %m", p->json);
+                else
+                        log_info("Report written to %s", p->json);
+        }
+        if (p->junit) {
+                r = report_write_junit(p->junit, report);
+                if (r < 0)
+                        log_error_errno(r, "Cannot write the JUnit report '%s': %m", p->junit);
+                else
+                        log_info("JUnit report written to %s", p->junit);
+        }
+        if (p->html) {
+                r = report_write_html(p->html, report);
+                if (r < 0)
+                        log_error_errno(r, "Cannot write the HTML report '%s': %m", p->html);
+                else
+                        log_info("HTML report written to %s", p->html);
+        }
+        json_object_put(report);
+}
+
+static int on_usr1(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        write_reports(userdata, "SIGUSR1");
+        return 0;
+}
+
+static void fleet_totals(Supervisor *sup, uint64_t *online, uint64_t *connects, uint64_t *failures,
+                         uint64_t *ota_active, uint64_t *ota_queued, uint64_t *n_failed) {
+        *online = *connects = *failures = *ota_active = *ota_queued = *n_failed = 0;
+        for (unsigned i = 0; i < sup->n_workers; i++) {
+                const MetricsBlock *b = sup->workers[i].metrics;
+                if (!b)
+                        continue;
+                *online += b->devices_in_state[DEVICE_ONLINE];
+                *n_failed += b->devices_in_state[DEVICE_FAILED] + b->devices_in_state[DEVICE_NO_CONNECT];
+                *connects += b->counters[METRIC_CONNECTS];
+                for (size_t k = 0; k < METRIC_REASON_SLOTS; k++)
+                        *failures += b->connect_failures[k];
+                *ota_active += b->downloads_active;
+                *ota_queued += b->downloads_queued;
+        }
+}
+
+/* The terminal's status line: the ramp, then OTA waves. */
+static void update_status_line(Supervisor *sup, uint64_t online, uint64_t connects, uint64_t n_failed,
+                               uint64_t ota_active, uint64_t ota_queued, uint64_t now) {
+        char line[256], eta[16], rate[32] = "--/s";
+        static uint64_t last_connects, last_usec;
+        static double ewma;
+
+        if (!sup->console)
+                return;
+        if (last_usec && now > last_usec) {
+                double r = (double) (connects - MIN(last_connects, connects)) * 1e6 / (double) (now - last_usec);
+                ewma = ewma > 0 ? 0.7 * ewma + 0.3 * r : r;
+                snprintf(rate, sizeof rate, "%.0f/s", ewma);
+        }
+        last_connects = connects;
+        last_usec = now;
+        if (sup->stopping || (online + n_failed >= sup->n_devices && ota_active + ota_queued == 0)) {
+                console_set_status(sup->console, NULL);
+                return;
+        }
+        uint64_t left = sup->n_devices - MIN(online + n_failed, sup->n_devices);
+        format_eta(eta, sizeof eta, ewma > 0.5 ? (double) left / ewma : -1);
+        int n = snprintf(line, sizeof line, "online %" PRIu64 "/%zu (%.1f %%)  %s  ETA %s", online, sup->n_devices,
+                         100.0 * (double) online / (double) MAX(sup->n_devices, (size_t) 1), rate, eta);
+        if (n > 0 && (size_t) n < sizeof line && (ota_active || ota_queued))
+                snprintf(line + n, sizeof line - (size_t) n, "  OTA %" PRIu64 " downloading, %" PRIu64 " queued",
+                         ota_active, ota_queued);
+        console_set_status(sup->console, line);
+}
+
+static int on_sample(sd_event_source *s, uint64_t usec, void *userdata) {
+        Supervisor *sup = userdata;
+        uint64_t online, connects, failures, ota_active, ota_queued, n_failed;
+
+        fleet_totals(sup, &online, &connects, &failures, &ota_active, &ota_queued, &n_failed);
+        timeline_sample(&sup->timeline, online, connects, failures);
+        update_status_line(sup, online, connects, n_failed, ota_active, ota_queued, usec);
+        (void) sd_event_source_set_time(s, usec + 1000000);
+        return 0;
+}
+
 static int on_term(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Supervisor *sup = userdata;
 
         if (sup->stopping)
                 return 0;
         sup->stopping = true;
+        /* the report holds the states the devices ended the run in, not "off" */
+        write_reports(sup, si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+        sup->report_taken = true;
+        if (sup->console)
+                console_set_status(sup->console, NULL);
         log_info("Stopping: devices disconnect (%s)", strsignal((int) si->ssi_signo));
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping: devices disconnect");
         for (unsigned i = 0; i < sup->n_workers; i++) {
@@ -327,16 +474,18 @@ static int metrics_handler(const char *path, char **body, size_t *len, const cha
         }
         if (!streq(path, "/metrics"))
                 return -ENOENT;
-        blocks = calloc(sup->n_workers, sizeof *blocks);
+        blocks = calloc(sup->n_workers + 1, sizeof *blocks);
         if (!blocks)
                 return -ENOMEM;
         for (unsigned i = 0; i < sup->n_workers; i++)
                 blocks[i] = sup->workers[i].metrics;
+        blocks[sup->n_workers] = sup->probe ? sup->probe_block : NULL; /* worker="probe" */
         for (DeviceState st = 0; st < _DEVICE_STATE_MAX; st++)
                 states[st] = device_state_to_string(st);
         MetricsExport e = {
                 .blocks = blocks,
-                .n_blocks = sup->n_workers,
+                .n_blocks = sup->n_workers + 1,
+                .probe_last = true,
                 .state_names = states,
                 .n_states = _DEVICE_STATE_MAX,
                 .version = ESPFLEET_VERSION,
@@ -391,8 +540,8 @@ static unsigned raise_nofile(void) {
         return rl.rlim_cur > UINT_MAX ? UINT_MAX : (unsigned) rl.rlim_cur;
 }
 
-static int run_supervisor(const char *config_path) {
-        Supervisor sup = { .config_path = config_path };
+static int run_supervisor(const char *config_path, const ReportPaths *reports) {
+        Supervisor sup = { .config_path = config_path, .reports = reports };
         _cleanup_(fleet_freep) Fleet *fleet = NULL;
         char err[1024] = "";
         int r;
@@ -446,7 +595,9 @@ static int run_supervisor(const char *config_path) {
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGCHLD);
+        sigaddset(&mask, SIGUSR1);
         sigprocmask(SIG_BLOCK, &mask, NULL);
+        (void) sd_event_add_signal(sup.event, NULL, SIGUSR1, on_usr1, &sup);
         (void) sd_event_add_signal(sup.event, NULL, SIGTERM, on_term, &sup);
         (void) sd_event_add_signal(sup.event, NULL, SIGINT, on_term, &sup);
         (void) sd_event_add_signal(sup.event, NULL, SIGHUP, on_hup, &sup);
@@ -456,6 +607,25 @@ static int run_supervisor(const char *config_path) {
         if (!sup.workers) {
                 r = -ENOMEM;
                 goto out;
+        }
+        timeline_init(&sup.timeline);
+        sup.started_real_usec = real_now_usec();
+        if (console_wanted()) {
+                r = console_new(sup.event, &sup.console);
+                if (r < 0)
+                        log_warning_errno(r, "No status line on this terminal: %m, ignoring");
+        }
+        if (sup.config.probe_enabled) {
+                sup.probe_block = metrics_totals_new();
+                if (!sup.probe_block) {
+                        r = log_oom();
+                        goto out_workers;
+                }
+                r = probe_new(sup.event, &sup.config, sup.probe_block, &sup.probe, err, sizeof err);
+                if (r < 0) {
+                        log_error("Refusing to start: %s", *err ? err : strerror(-r));
+                        goto out_workers;
+                }
         }
         log_info("espfleetd: %zu devices (manifest positions %zu..%zu), %u worker(s), broker %s:%u", n, pos,
                  pos + n - 1, sup.n_workers, sup.config.broker_host, sup.config.broker_port);
@@ -481,6 +651,9 @@ static int run_supervisor(const char *config_path) {
         r = metrics_server_start(&sup);
         if (r < 0)
                 goto out_workers;
+        if (sd_event_add_time_relative(sup.event, &sup.sample_timer, CLOCK_MONOTONIC, 1000000, 50000, on_sample,
+                                       &sup) >= 0)
+                (void) sd_event_source_set_enabled(sup.sample_timer, SD_EVENT_ON);
         if (sd_event_add_time_relative(sup.event, &sup.summary_timer, CLOCK_MONOTONIC,
                                        (uint64_t) MAX(sup.config.summary_interval_s, 1u) * 1000000, 100000, on_summary,
                                        &sup) >= 0)
@@ -491,6 +664,8 @@ static int run_supervisor(const char *config_path) {
                 (void) sd_event_source_set_enabled(sup.hang_timer, SD_EVENT_ON);
         (void) sd_notifyf(false, "STATUS=Starting %zu devices", n);
         r = sd_event_loop(sup.event);
+        if (!sup.report_taken)
+                write_reports(&sup, "exit");
         if (r == 0) {
                 WorkerReport t;
                 totals(&sup, &t);
@@ -515,6 +690,10 @@ out_workers:
         }
         free(sup.workers);
         http_server_free(sup.metrics_server);
+        probe_free(sup.probe);
+        free(sup.probe_block);
+        sd_event_source_disable_unref(sup.sample_timer);
+        sup.console = console_free(sup.console);
         sd_event_source_disable_unref(sup.summary_timer);
         sd_event_source_disable_unref(sup.kill_timer);
         sd_event_source_disable_unref(sup.hang_timer);
@@ -527,7 +706,11 @@ out:
 static void help(void) {
         printf("espfleetd -c FILE        run the fleet described by FILE (libconfig)\n"
                "espfleetd -c FILE --check-config   parse FILE and exit\n"
-               "espfleetd --dump-config  print every key at its default (etc/espfleet.conf)\n");
+               "espfleetd --dump-config  print every key at its default (etc/espfleet.conf)\n"
+               "\nReports, written when the run stops and on SIGUSR1:\n"
+               "  --report FILE.json       metadata, percentiles, counters, a table of every device\n"
+               "  --junit FILE.xml         one testcase per device: offline, failed OTA or rollback fail\n"
+               "  --report-html FILE       one self-contained page with charts\n");
 }
 
 int main(int argc, char *argv[]) {
@@ -536,10 +719,14 @@ int main(int argc, char *argv[]) {
                 { "check-config", no_argument, NULL, 'C' },
                 { "dump-config", no_argument, NULL, 'D' },
                 { "worker", required_argument, NULL, 'W' },
+                { "report", required_argument, NULL, 'R' },
+                { "junit", required_argument, NULL, 'J' },
+                { "report-html", required_argument, NULL, 'H' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
         const char *config_path = "/etc/espfleet/espfleet.conf", *worker = NULL;
+        ReportPaths reports = {};
         bool check = false;
         int c;
 
@@ -556,6 +743,15 @@ int main(int argc, char *argv[]) {
                         return daemon_config_dump_sample(stdout) < 0 ? 1 : 0;
                 case 'W':
                         worker = optarg;
+                        break;
+                case 'R':
+                        reports.json = optarg;
+                        break;
+                case 'J':
+                        reports.junit = optarg;
+                        break;
+                case 'H':
+                        reports.html = optarg;
                         break;
                 case 'h':
                         help();
@@ -590,5 +786,5 @@ int main(int argc, char *argv[]) {
                 (void) raise_nofile();
                 return worker_run(config_path, idx, n, first, count) < 0 ? 1 : 0;
         }
-        return run_supervisor(config_path) < 0 ? 1 : 0;
+        return run_supervisor(config_path, &reports) < 0 ? 1 : 0;
 }
