@@ -280,6 +280,8 @@ static const ConfigItem config_items[] = {
         { "ota.confirm_timeout", CONFIG_UINT, F(ota_confirm_timeout_s), "60", 1, 86400, .live = true,
           .comment = "seconds a new image has to reach the broker before it is rolled back" },
 
+        { "metrics.record", CONFIG_BOOL, F(metrics_record), "true",
+          .comment = "record latency histograms and counters (false: only states and device records, for bench/instruments.sh)" },
         { "metrics.listen", CONFIG_STRING, F(metrics_listen), "", .check = check_listen_or_empty,
           .comment = "Prometheus metrics on http://ADDRESS:PORT/metrics, e.g. \"127.0.0.1:9464\"; \"\" = off" },
         { "control.socket", CONFIG_STRING, F(control_socket), "", .check = check_path_or_empty,

@@ -66,6 +66,7 @@ typedef struct DaemonConfig {
         unsigned ota_confirm_timeout_s;  /* PENDING_VERIFY -> VALID must happen within this */
 
         /* instruments */
+        bool metrics_record;             /* histograms and counters (the instruments' own cost) */
         char *metrics_listen;            /* "ADDRESS:PORT" or "" (off) */
         char *control_socket;            /* "" = the default path (control_socket_default_path()) */
         bool probe_enabled;

@@ -341,7 +341,7 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
                 .rng = &m->rng,
                 .ca_path = m->ca_path,
                 .boot_cache = m->boot_cache,
-                .metrics = m->metrics,
+                .metrics = c->metrics_record ? m->metrics : NULL,
                 .owner = m,
                 .http = manager_http,
                 .next_bind_address = next_bind_address,
@@ -371,7 +371,8 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
         }
         memset(m->metrics->devices_in_state, 0, sizeof m->metrics->devices_in_state);
         m->metrics->devices_in_state[DEVICE_OFF] = m->n_devices;
-        ds_provider_set_sign_observer(ds_sign_observed, m);
+        if (c->metrics_record)
+                ds_provider_set_sign_observer(ds_sign_observed, m);
         *ret = m;
         return 0;
 fail:
