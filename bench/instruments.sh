@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # What the instruments cost (issue #8): the same N devices come online
-# against one local mosquitto, alternately
-#   off: metrics.record = false, no metrics listener, no probe;
-#   on:  histograms and counters recorded, /metrics scraped every second
-#        (as Prometheus would, with curl), the probe subscriber on, the
-#        JSON + HTML reports written at the end;
+# against one local mosquitto, in turn
+#   off:    metrics.record = false, no metrics listener, no probe;
+#   on:     histograms and counters recorded, /metrics scraped every second
+#           (as Prometheus would, with curl), the JSON + HTML reports
+#           written at the end;
+#   probe:  on, plus the probe subscriber (every device's log lines then go
+#           to one more client: its cost is mostly the broker's);
 # ROUNDS times each, in one run, side by side. Measured per round: time
 # until every device is online (the rate), and the CPU of all espfleetd
 # processes from start to every device online, per device.
@@ -44,6 +46,8 @@ run() {
         local mode=$1 mport conf=$T/$1.conf extra=() scraper=""
         mport=$(free_port)
         if [ "$mode" = on ]; then
+                extra=("metrics = { record = true; listen = \"127.0.0.1:$mport\"; };")
+        elif [ "$mode" = probe ]; then
                 extra=("metrics = { record = true; listen = \"127.0.0.1:$mport\"; };"
                        "probe = { enabled = true; cert = \"$PKI/$PKI_OPERATOR_CERT\"; key = \"$PKI/$PKI_OPERATOR_KEY\"; };")
         else
@@ -54,12 +58,12 @@ run() {
                 "device = { boot_time_ms = 0; };" "log = { summary_interval = 0; };" "${extra[@]}"
         : >"$T/$mode.log"
         local t0 t1 args=()
-        [ "$mode" = on ] && args=(--report "$T/report.json" --report-html "$T/report.html")
+        [ "$mode" = off ] || args=(--report "$T/report.json" --report-html "$T/report.html")
         t0=$(date +%s.%N)
         "$ESPFLEETD" -c "$conf" "${args[@]}" >>"$T/$mode.log" 2>&1 &
         local pid=$!
         _PIDS+=("$pid")
-        if [ "$mode" = on ]; then
+        if [ "$mode" != off ]; then
                 (while kill -0 "$pid" 2>/dev/null; do
                         curl -sf -o /dev/null "http://127.0.0.1:$mport/metrics" || true
                         sleep 1
@@ -78,19 +82,26 @@ run() {
                 'BEGIN {printf "%.1f %.3f\n", b - a, c * 1000 / hz / n}'
 }
 
-declare -a off_s off_c on_s on_c
+declare -A secs cpu
 for r in $(seq 1 "$ROUNDS"); do
-        for mode in off on; do
+        for mode in off on probe; do
                 log "round $r: instruments $mode, $N devices at $RATE/s"
                 read -r s c < <(run "$mode")
-                if [ "$mode" = off ]; then off_s+=("$s"); off_c+=("$c"); else on_s+=("$s"); on_c+=("$c"); fi
+                secs[$mode]="${secs[$mode]:-} $s"
+                cpu[$mode]="${cpu[$mode]:-} $c"
         done
 done
-[ -s "$T/report.json" ] || fail "the 'on' runs wrote no report"
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-ms=$(med "${off_s[@]}"); mc=$(med "${off_c[@]}"); ns=$(med "${on_s[@]}"); nc=$(med "${on_c[@]}")
-printf '\n| %s devices at %s/s, median of %s rounds | instruments off | instruments on | cost |\n|---|---|---|---|\n' "$N" "$RATE" "$ROUNDS"
-printf '| time until all online | %s s (%s) | %s s (%s) | %s %% |\n' "$ms" "${off_s[*]}" "$ns" "${on_s[*]}" \
-        "$(awk -v a="$ms" -v b="$ns" 'BEGIN {printf "%+.1f", 100 * (b - a) / a}')"
-printf '| CPU per device, start to online | %s ms (%s) | %s ms (%s) | %s %% |\n' "$mc" "${off_c[*]}" "$nc" "${on_c[*]}" \
-        "$(awk -v a="$mc" -v b="$nc" 'BEGIN {printf "%+.1f", 100 * (b - a) / a}')"
+[ -s "$T/report.json" ] || fail "the instrumented runs wrote no report"
+med() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.1f %%", 100 * (b - a) / a}'; }
+s0=$(med "${secs[off]}"); c0=$(med "${cpu[off]}")
+printf '\n| %s devices at %s/s, median of %s rounds (each round) | time until all online | CPU per device, start to online |\n|---|---|---|\n' \
+        "$N" "$RATE" "$ROUNDS"
+for mode in off on probe; do
+        s=$(med "${secs[$mode]}"); c=$(med "${cpu[$mode]}")
+        cost=""
+        [ "$mode" = off ] || cost=" ($(pct "$s0" "$s"))"
+        ccost=""
+        [ "$mode" = off ] || ccost=" ($(pct "$c0" "$c"))"
+        printf '| instruments %s | %s s%s (%s) | %s ms%s (%s) |\n' "$mode" "$s" "$cost" "${secs[$mode]# }" "$c" "$ccost" "${cpu[$mode]# }"
+done

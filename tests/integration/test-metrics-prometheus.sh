@@ -95,6 +95,25 @@ wait_query 30 'sum(espfleet_devices{state="online"})' 0 || fail "devices still o
 start_mosquitto "$T/pki" "$MQTT_PORT"
 wait_query 90 'sum(espfleet_devices{state="online"})' "$N" || fail "the fleet did not come back"
 
+# the shipped Grafana dashboard: every query is valid PromQL for this
+# Prometheus, and every series it names exists
+curl -sf "http://127.0.0.1:$MPORT/metrics" >"$T/metrics.txt"
+python3 - "$SOURCE_DIR/contrib/grafana/espfleet.json" "$T/metrics.txt" "$PPORT" <<'PY' || fail "the Grafana dashboard does not fit the metrics"
+import json, re, sys, urllib.parse, urllib.request
+dash, metrics, port = sys.argv[1], sys.argv[2], sys.argv[3]
+have = set(re.findall(r"^# TYPE (\S+) ", open(metrics).read(), re.M))
+exprs = [t["expr"] for p in json.load(open(dash))["panels"] for t in p.get("targets", [])]
+assert len(exprs) > 20, len(exprs)
+for e in exprs:
+    for name in re.findall(r"\b(espfleet_[a-z0-9_]+)", e):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in have or base in have, f"{name} (in {e}) is not exported"
+    q = e.replace('$job', 'espfleet').replace('$__rate_interval', '1m')
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    r = json.load(urllib.request.urlopen(url))
+    assert r["status"] == "success", (q, r)
+print(f"{len(exprs)} dashboard queries ok")
+PY
 curl -sf "http://127.0.0.1:$MPORT/metrics" | promtool check metrics >"$T/promtool.log" 2>&1 \
         || { cat "$T/promtool.log" >&2; fail "promtool check metrics after the outage"; }
 stop_daemon
