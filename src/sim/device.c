@@ -498,6 +498,48 @@ static void on_connect(MqttClient *c, int rc, void *userdata) {
         }
 }
 
+/* A connection attempt that failed (asynchronously, or already inside
+ * connect()): counted by reason, logged in words, then BACKOFF or FAILED. */
+static void attempt_failed(Device *d, int reason) {
+        unsigned long e = ERR_peek_last_error();
+        char ebuf[256] = "";
+        if (e)
+                ERR_error_string_n(e, ebuf, sizeof ebuf);
+        ERR_clear_error();
+        d->failures++;
+        resolver_connect_failed(d->ctx->resolver, d->broker_addr);
+        char rbuf[64];
+        unsigned why = attempt_failure_reason(d, reason);
+        const char *why_name = metrics_reason_name(why, rbuf, sizeof rbuf) ?: "other";
+        attempt_measure(d, false);
+        metrics_connect_failed(mb(d), why);
+        metrics_device_begin(d->rec);
+        d->rec->connect_failures++;
+        metrics_device_end(d->rec);
+        /* the reason in words: what the broker said, or what we refused */
+        const MqttAttemptInfo *a = mqtt_client_attempt(d->client);
+        char what[256];
+        if (why == METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_CERT_VERIFY))
+                snprintf(what, sizeof what, "the broker's certificate failed verification: %s",
+                         X509_verify_cert_error_string(a->verify_result));
+        else if ((why >> 8) == METRIC_REASON_TLS_ALERT)
+                snprintf(what, sizeof what, "the broker ended the handshake with TLS alert %s",
+                         SSL_alert_desc_string_long(a->alert_received));
+        else
+                snprintf(what, sizeof what, "%s%s%s", strerror(reason < 0 ? -reason : EPROTO), *ebuf ? ": " : "",
+                         ebuf);
+        log_dev_warning(d->id, "Connection to %s:%u failed (attempt %u, %s): %s", cfg(d)->broker_host,
+                        cfg(d)->broker_port, d->failures, why_name, what);
+        device_note_error(d, "connect to %s:%u failed: %s: %s", cfg(d)->broker_host, cfg(d)->broker_port,
+                          why_name, what);
+        d->settled = true;
+        if (cfg(d)->give_up_after > 0 && d->failures >= cfg(d)->give_up_after) {
+                log_dev_error(d->id, "Giving up after %u failed connection attempts", d->failures);
+                device_enter_state(d, DEVICE_FAILED);
+        } else
+                device_enter_state(d, DEVICE_BACKOFF);
+}
+
 static void on_disconnect(MqttClient *c, bool expected, int reason, void *userdata) {
         Device *d = userdata;
 
@@ -516,29 +558,9 @@ static void on_disconnect(MqttClient *c, bool expected, int reason, void *userda
                 metrics_disconnected(mb(d), METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_REQUESTED));
                 device_enter_state(d, DEVICE_OFF);
                 return;
-        case DEVICE_CONNECTING: {
-                unsigned long e = ERR_peek_last_error();
-                char ebuf[256] = "";
-                if (e)
-                        ERR_error_string_n(e, ebuf, sizeof ebuf);
-                ERR_clear_error();
-                d->failures++;
-                resolver_connect_failed(d->ctx->resolver, d->broker_addr);
-                char rbuf[64];
-                unsigned why = attempt_failure_reason(d, reason);
-                const char *why_name = metrics_reason_name(why, rbuf, sizeof rbuf) ?: "other";
-                attempt_measure(d, false);
-                metrics_connect_failed(mb(d), why);
-                metrics_device_begin(d->rec);
-                d->rec->connect_failures++;
-                metrics_device_end(d->rec);
-                log_dev_warning(d->id, "Connection to %s:%u failed (attempt %u, %s): %s%s%s",
-                                cfg(d)->broker_host, cfg(d)->broker_port, d->failures, why_name,
-                                strerror(reason < 0 ? -reason : EPROTO), *ebuf ? ": " : "", ebuf);
-                device_note_error(d, "connect to %s:%u failed: %s: %s%s%s", cfg(d)->broker_host, cfg(d)->broker_port,
-                                  why_name, strerror(reason < 0 ? -reason : EPROTO), *ebuf ? ": " : "", ebuf);
-                break;
-        }
+        case DEVICE_CONNECTING:
+                attempt_failed(d, reason);
+                return;
         case DEVICE_ONLINE: {
                 char rbuf[64];
                 unsigned why = disconnect_reason(reason < 0 ? reason : -ECONNRESET);
@@ -1026,18 +1048,10 @@ static void start_connect(Device *d) {
         r = mqtt_client_connect(d->client, addr, cfg(d)->broker_port, d->ctx->next_bind_address(d->ctx->owner),
                                 cfg(d)->keepalive_s);
         if (r < 0) {
-                d->failures++;
-                d->settled = true;
-                /* refused at once (no route to this address family, say): the
-                 * next attempt tries the next address, as an asynchronous failure does */
-                resolver_connect_failed(d->ctx->resolver, addr);
-                log_dev_warning_errno(d->id, r, "Cannot start connecting to %s:%u: %m", cfg(d)->broker_host,
-                                      cfg(d)->broker_port);
-                metrics_connect_failed(mb(d), -r < 256 ? METRIC_REASON(METRIC_REASON_ERRNO, -r)
-                                                       : METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_OTHER));
-                device_note_error(d, "cannot start connecting to %s:%u: %s", cfg(d)->broker_host, cfg(d)->broker_port,
-                                  strerror(-r));
-                device_enter_state(d, DEVICE_BACKOFF);
+                /* refused at once (no route to this address family; a handshake
+                 * that failed inside connect()): as an asynchronous failure,
+                 * and the next attempt tries the next address */
+                attempt_failed(d, r);
                 return;
         }
         device_arm(d, (uint64_t) cfg(d)->connect_timeout_ms * 1000);
