@@ -13,3 +13,7 @@ int verb_image(int argc, char **argv);
 int verb_flash(int argc, char **argv);
 int verb_device(int argc, char **argv);
 int verb_report(int argc, char **argv);
+/* cli-status.c: clients of a running espfleetd's control socket */
+int verb_status(int argc, char **argv);
+int verb_top(int argc, char **argv);
+int verb_command(int argc, char **argv);

@@ -20,6 +20,9 @@ static const struct {
         { "image", verb_image, "image build|sign|info|verify …: ESP app images and Secure Boot V2" },
         { "flash", verb_flash, "flash info|export DEVICE …: the emulated flash image" },
         { "report", verb_report, "report html REPORT.json [-o OUT.html]: a run report as one HTML page" },
+        { "status", verb_status, "status [DEVICE]: a running espfleetd's fleet, or one of its devices" },
+        { "top", verb_top, "top: a live view of a running espfleetd" },
+        { "command", verb_command, "command restart|power-cut|ota DEVICE…|--all|--range A-B: act on devices" },
 };
 
 static void help(void) {

@@ -95,7 +95,7 @@ static int add_text_or_null(json_object *o, const char *key, const char *s) {
 
 /* Seconds with the µs of the records, written from the integers so that
  * 1500 µs is 0.0015 and not 0.0015000000000000000312. */
-static json_object *seconds(uint64_t usec) {
+json_object *metrics_seconds_json(uint64_t usec) {
         char buf[32];
         int n = snprintf(buf, sizeof buf, "%" PRIu64 ".%06" PRIu64, usec / 1000000, usec % 1000000);
 
@@ -131,7 +131,7 @@ static json_object *ota_record_json(const MetricsOtaRecord *h) {
         if ((h->at_usec ? add(o, "at", iso_time(h->at_usec)) : add_null(o, "at")) < 0 ||
             add(o, "result", json_object_new_string(esp_err_to_name(h->error))) < 0 ||
             add_text_or_null(o, "version", h->version) < 0 ||
-            add(o, "duration_s", seconds((uint64_t) h->duration_ms * 1000)) < 0)
+            add(o, "duration_s", metrics_seconds_json((uint64_t) h->duration_ms * 1000)) < 0)
                 return NULL;
         return TAKE_PTR(o);
 }
@@ -183,9 +183,9 @@ json_object *metrics_device_json(const MetricsDevice *d, const char *state_name,
             add(o, "reboots", json_object_new_int64(d->reboots)) < 0 ||
             add(o, "rollbacks", json_object_new_int64(d->rollbacks)) < 0 ||
             add_text_or_null(o, "version", d->version) < 0 ||
-            (connected ? add(o, "last_connect_s", seconds(d->last_connect_usec))
+            (connected ? add(o, "last_connect_s", metrics_seconds_json(d->last_connect_usec))
                        : add_null(o, "last_connect_s")) < 0 ||
-            (connected ? add(o, "max_connect_s", seconds(d->max_connect_usec))
+            (connected ? add(o, "max_connect_s", metrics_seconds_json(d->max_connect_usec))
                        : add_null(o, "max_connect_s")) < 0 ||
             add_text_or_null(o, "last_error", d->last_error) < 0)
                 return NULL;
@@ -198,7 +198,7 @@ json_object *metrics_device_json(const MetricsDevice *d, const char *state_name,
 
 /* A histogram's value: seconds for durations, an integer otherwise. */
 static json_object *histogram_value(uint64_t v, bool time) {
-        return time ? seconds(v) : json_object_new_uint64(v);
+        return time ? metrics_seconds_json(v) : json_object_new_uint64(v);
 }
 
 static json_object *histogram_json(const Histogram *h, bool time) {

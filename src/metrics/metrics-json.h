@@ -43,6 +43,9 @@ json_object *metrics_histograms_json(const MetricsBlock *totals);
  * result slot (every code past the others) is "other". */
 json_object *metrics_counters_json(const MetricsBlock *totals);
 
+/* A duration in µs as seconds, written from the integers ("0.0015", "2.0"). */
+json_object *metrics_seconds_json(uint64_t usec);
+
 /* Formats a CLOCK_REALTIME time in µs as ISO 8601 UTC with milliseconds.
  * `size` >= METRICS_ISO_TIME_MAX. Returns buf. */
 #define METRICS_ISO_TIME_MAX 32

@@ -27,6 +27,7 @@
 #include "transport/http-server.h"
 #include "sim/backoff.h"
 #include "sim/config.h"
+#include "sim/control.h"
 #include "sim/fd-budget.h"
 #include "sim/worker-proto.h"
 #include "sim/worker.h"
@@ -75,6 +76,8 @@ struct Supervisor {
         uint64_t started_real_usec, started_mono_usec;
         const ReportPaths *reports;
         bool report_taken;              /* the final report is written */
+        Control *control;               /* the control socket (espfleet status) */
+        ControlWorker *control_workers; /* what it sees of the workers */
 };
 
 static void apply_log_settings(const DaemonConfig *c) {
@@ -231,6 +234,49 @@ static int worker_spawn(WorkerSlot *w) {
         if (r < 0)
                 return log_error_errno(r, "Cannot watch worker %u: %m", w->index);
         log_info("Worker %u started (pid %d): %zu devices", w->index, (int) pid, w->count);
+        return 0;
+}
+
+/* The control socket's way to a worker: one datagram, never waiting. */
+static int supervisor_send_command(void *owner, unsigned worker, const WorkerCommand *cmd) {
+        Supervisor *sup = owner;
+        WorkerSlot *w = &sup->workers[worker];
+
+        if (sup->stopping)
+                return -ESHUTDOWN;
+        if (w->fd < 0)
+                return -ENOTCONN;       /* being restarted */
+        if (send(w->fd, cmd, sizeof *cmd, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+                return -errno;
+        return 0;
+}
+
+static int supervisor_start_control(Supervisor *sup) {
+        char err[1024] = "";
+        uint64_t now = 0;
+        int r;
+
+        sup->control_workers = calloc(sup->n_workers, sizeof(ControlWorker));
+        if (!sup->control_workers)
+                return log_error_errno(-ENOMEM, "Cannot set up the control socket: %m");
+        for (unsigned i = 0; i < sup->n_workers; i++)
+                sup->control_workers[i] = (ControlWorker) {
+                        .metrics = sup->workers[i].metrics,
+                        .pos_first = sup->workers[i].pos_first,
+                        .count = sup->workers[i].count,
+                };
+        (void) sd_event_now(sup->event, CLOCK_REALTIME, &now);
+        ControlContext ctx = {
+                .workers = sup->control_workers,
+                .n_workers = sup->n_workers,
+                .started_usec = now,
+                .owner = sup,
+                .send_command = supervisor_send_command,
+        };
+        r = control_new(sup->event, sup->config.control_socket, &ctx, &sup->control, err, sizeof err);
+        if (r < 0)
+                return log_error_errno(r, "Refusing to start: %s", err);
+        log_info("Control socket: %s", control_path(sup->control));
         return 0;
 }
 
@@ -654,6 +700,9 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
         if (sd_event_add_time_relative(sup.event, &sup.sample_timer, CLOCK_MONOTONIC, 1000000, 50000, on_sample,
                                        &sup) >= 0)
                 (void) sd_event_source_set_enabled(sup.sample_timer, SD_EVENT_ON);
+        r = supervisor_start_control(&sup);
+        if (r < 0)
+                goto out_workers;
         if (sd_event_add_time_relative(sup.event, &sup.summary_timer, CLOCK_MONOTONIC,
                                        (uint64_t) MAX(sup.config.summary_interval_s, 1u) * 1000000, 100000, on_summary,
                                        &sup) >= 0)
@@ -673,6 +722,8 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
         }
 
 out_workers:
+        sup.control = control_free(sup.control);        /* before the metrics blocks it reads */
+        free(sup.control_workers);
         for (unsigned i = 0; sup.workers && i < sup.n_workers; i++) {
                 WorkerSlot *w = &sup.workers[i];
                 if (w->pid > 0) {

@@ -174,13 +174,20 @@ mqtt_sub_bg() {
 }
 
 # write_conf FILE FLEET [EXTRA CONFIG LINES...]: a daemon config for this broker.
+# Its control socket is FILE without .conf, plus .control, unless a line sets
+# control = {…} itself: two daemons (of one test, or of tests run side by
+# side) must not meet on the default path, where the second would refuse to start.
 write_conf() {
         local file=$1 fleet=$2; shift 2
         {
                 echo "fleet_dir = \"$fleet\";"
                 echo "broker = { host = \"localhost\"; port = $MQTT_PORT; };"
-                local l
-                for l in "$@"; do echo "$l"; done
+                local l own=0
+                for l in "$@"; do
+                        echo "$l"
+                        [[ $l == control* ]] && own=1
+                done
+                [ "$own" -eq 1 ] || echo "control = { socket = \"${file%.conf}.control\"; };"
         } >"$file"
 }
 
