@@ -424,6 +424,8 @@ const FleetDeviceEntry *fleet_find_device(const Fleet *f, const char *id) {
 
 const FleetDeviceEntry *fleet_find_index(const Fleet *f, unsigned index) {
         FleetDeviceEntry key = { .index = index };
+        if (f->n_devices == 0)
+                return NULL; /* an empty manifest has no array (bsearch wants one) */
         return bsearch(&key, f->devices, f->n_devices, sizeof key, cmp_index);
 }
 

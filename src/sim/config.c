@@ -285,7 +285,7 @@ static const ConfigItem config_items[] = {
         { "metrics.listen", CONFIG_STRING, F(metrics_listen), "", .check = check_listen_or_empty,
           .comment = "Prometheus metrics on http://ADDRESS:PORT/metrics, e.g. \"127.0.0.1:9464\"; \"\" = off" },
         { "control.socket", CONFIG_STRING, F(control_socket), "", .check = check_path_or_empty,
-          .comment = "control socket (espfleet status/top); \"\" = $RUNTIME_DIRECTORY/control, else /run/espfleet/control (root) or $XDG_RUNTIME_DIR/espfleet/control" },
+          .comment = "control socket (espfleet status/top); \"\" = $RUNTIME_DIRECTORY/control, else /run/espfleet/control (root), $XDG_RUNTIME_DIR/espfleet/control, or /tmp/espfleet-$UID/control" },
         { "probe.enabled", CONFIG_BOOL, F(probe_enabled), "false",
           .comment = "run a probe subscriber that times commands (to the device's next log line) and telemetry end to end" },
         { "probe.cert", CONFIG_STRING, F(probe_cert), "", .check = check_path_or_empty,

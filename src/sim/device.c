@@ -545,13 +545,20 @@ static void on_disconnect(MqttClient *c, bool expected, int reason, void *userda
 
         if (d->power_cut) {
                 /* device_power_cut() goes on from here */
-                if (d->state == DEVICE_ONLINE || d->state == DEVICE_RESTARTING || d->state == DEVICE_STOPPING)
+                if (d->state == DEVICE_ONLINE || d->state == DEVICE_RESTARTING || d->state == DEVICE_STOPPING) {
                         metrics_disconnected(mb(d), METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_POWER_CUT));
+                        metrics_device_begin(d->rec);
+                        d->rec->disconnects++;
+                        metrics_device_end(d->rec);
+                }
                 return;
         }
         switch (d->state) {
         case DEVICE_RESTARTING:
                 metrics_disconnected(mb(d), METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_REQUESTED));
+                metrics_device_begin(d->rec);
+                d->rec->disconnects++;
+                metrics_device_end(d->rec);
                 device_enter_state(d, DEVICE_BOOTING);
                 return;
         case DEVICE_STOPPING:

@@ -52,7 +52,7 @@ done
 
 # fds: within the budget, and at least one per device (its socket)
 budget=$((RESERVED + DL * 2 + N / W))
-workers=$(pgrep -f 'espfleetd --worker' || true)
+workers=$(pgrep -P "$DAEMON_PID" -f 'espfleetd --worker' || true)
 [ "$(echo "$workers" | wc -w)" -eq "$W" ] || fail "expected $W worker processes, found: $workers"
 for p in $workers; do
         fds=$(ls "/proc/$p/fd" | wc -l)
