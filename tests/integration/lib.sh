@@ -106,9 +106,13 @@ provision() {
 
 # start_mosquitto PKI [PORT] -> sets MQTT_PORT, MQTT_PID
 # MOSQUITTO_EXTRA_CONF: more lines for its config (the benches raise limits).
+# MOSQUITTO_ACL: the whole ACL file instead of the default one.
 start_mosquitto() {
         local pki=$1
         MQTT_PORT=${2:-$(free_port)}
+        if [ -n "${MOSQUITTO_ACL:-}" ]; then
+                printf '%s\n' "$MOSQUITTO_ACL" >"$T/acl"
+        else
         cat >"$T/acl" <<ACL
 # every device (username = its certificate CN) owns /esp/<id>/#, reads the
 # broadcast commands and may write the seed's shared log topic
@@ -120,6 +124,7 @@ pattern write /esp/log
 user operator
 topic readwrite #
 ACL
+        fi
         cat >"$T/mosquitto.conf" <<CONF
 per_listener_settings false
 allow_anonymous false
