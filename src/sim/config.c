@@ -573,6 +573,123 @@ static int cross_check(ParseCtx *ctx, config_t *cfg, DaemonConfig *c) {
         return 0;
 }
 
+/* dst's value of `it` becomes src's (strings duplicated). */
+static void copy_item(DaemonConfig *dst, const DaemonConfig *src, const ConfigItem *it) {
+        switch (it->type) {
+        case CONFIG_STRING: {
+                char *n = strdup(*(char *const *) item_cptr(src, it) ?: "");
+                if (!n)
+                        return; /* out of memory: dst keeps its value */
+                free(*(char **) item_ptr(dst, it));
+                *(char **) item_ptr(dst, it) = n;
+                break;
+        }
+        case CONFIG_STRV: {
+                char *const *v0 = *(char **const *) item_cptr(src, it);
+                size_t n = 0;
+                while (v0 && v0[n])
+                        n++;
+                char **v = calloc(n + 1, sizeof(char *));
+                if (!v)
+                        return;
+                for (size_t k = 0; k < n; k++)
+                        v[k] = strdup(v0[k]);
+                strv_free(*(char ***) item_ptr(dst, it));
+                *(char ***) item_ptr(dst, it) = v;
+                break;
+        }
+        case CONFIG_UINT:
+                *(unsigned *) item_ptr(dst, it) = *(const unsigned *) item_cptr(src, it);
+                break;
+        case CONFIG_DOUBLE:
+                *(double *) item_ptr(dst, it) = *(const double *) item_cptr(src, it);
+                break;
+        case CONFIG_BOOL:
+                *(bool *) item_ptr(dst, it) = *(const bool *) item_cptr(src, it);
+                break;
+        case CONFIG_TLS_VERSION:
+                *(TlsVersion *) item_ptr(dst, it) = *(const TlsVersion *) item_cptr(src, it);
+                break;
+        }
+}
+
+void daemon_config_apply_live(DaemonConfig *dst, const DaemonConfig *src) {
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
+                if (config_items[i].live)
+                        copy_item(dst, src, &config_items[i]);
+}
+
+static void format_string(FILE *f, const char *v) {
+        fputc('"', f);
+        for (const unsigned char *p = (const unsigned char *) v; *p; p++) {
+                if (*p == '"' || *p == '\\')
+                        fprintf(f, "\\%c", *p);
+                else if (*p < 0x20)
+                        fprintf(f, "\\x%02x", *p);
+                else
+                        fputc(*p, f);
+        }
+        fputc('"', f);
+}
+
+int daemon_config_format(const DaemonConfig *c, FILE *f) {
+        const char *group = NULL;
+        size_t group_len = 0;
+
+        fputs("# the effective configuration of a running espfleetd\n", f);
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
+                const ConfigItem *it = &config_items[i];
+                const char *dot = strchr(it->path, '.');
+                size_t glen = dot ? (size_t) (dot - it->path) : 0;
+                bool same = group && dot && glen == group_len && strneq(group, it->path, glen);
+                const void *p = item_cptr(c, it);
+
+                if (group && !same) {
+                        fputs("};\n", f);
+                        group = NULL;
+                }
+                if (dot && !group) {
+                        fprintf(f, "%.*s = {\n", (int) glen, it->path);
+                        group = it->path;
+                        group_len = glen;
+                }
+                fprintf(f, "%s%s = ", dot ? "        " : "", dot ? dot + 1 : it->path);
+                switch (it->type) {
+                case CONFIG_STRING:
+                        format_string(f, *(char *const *) p ?: "");
+                        break;
+                case CONFIG_TLS_VERSION:
+                        format_string(f, *(const TlsVersion *) p == TLS_VERSION_1_3 ? "tlsv1.3" : "tlsv1.2");
+                        break;
+                case CONFIG_STRV: {
+                        fputs("[", f);
+                        char *const *v = *(char **const *) p;
+                        for (size_t k = 0; v && v[k]; k++) {
+                                fputs(k ? ", " : " ", f);
+                                format_string(f, v[k]);
+                        }
+                        fputs(" ]", f);
+                        break;
+                }
+                case CONFIG_UINT:
+                        fprintf(f, "%u", *(const unsigned *) p);
+                        break;
+                case CONFIG_DOUBLE:
+                        /* %.17g round-trips; a float needs a point for libconfig */
+                        fprintf(f, "%.17g%s", *(const double *) p,
+                                *(const double *) p == (double) (long long) *(const double *) p ? ".0" : "");
+                        break;
+                case CONFIG_BOOL:
+                        fputs(*(const bool *) p ? "true" : "false", f);
+                        break;
+                }
+                fputs(";\n", f);
+        }
+        if (group)
+                fputs("};\n", f);
+        return ferror(f) ? -EIO : 0;
+}
+
 static int config_parse(DaemonConfig *c, config_t *cfg, bool ok, const char *name, char *err, size_t errlen) {
         ParseCtx ctx = { .name = name, .err = err, .errlen = errlen };
         DaemonConfig tmp;
@@ -590,39 +707,8 @@ static int config_parse(DaemonConfig *c, config_t *cfg, bool ok, const char *nam
         r = daemon_config_init(&tmp);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
-                const ConfigItem *it = &config_items[i];
-                switch (it->type) {
-                case CONFIG_STRING:
-                        free(*(char **) item_ptr(&tmp, it));
-                        *(char **) item_ptr(&tmp, it) = strdup(*(char *const *) item_cptr(c, it));
-                        break;
-                case CONFIG_STRV: {
-                        char *const *src = *(char **const *) item_cptr(c, it);
-                        size_t n = 0;
-                        while (src && src[n])
-                                n++;
-                        char **v = calloc(n + 1, sizeof(char *));
-                        for (size_t k = 0; v && k < n; k++)
-                                v[k] = strdup(src[k]);
-                        strv_free(*(char ***) item_ptr(&tmp, it));
-                        *(char ***) item_ptr(&tmp, it) = v;
-                        break;
-                }
-                case CONFIG_UINT:
-                        *(unsigned *) item_ptr(&tmp, it) = *(const unsigned *) item_cptr(c, it);
-                        break;
-                case CONFIG_DOUBLE:
-                        *(double *) item_ptr(&tmp, it) = *(const double *) item_cptr(c, it);
-                        break;
-                case CONFIG_BOOL:
-                        *(bool *) item_ptr(&tmp, it) = *(const bool *) item_cptr(c, it);
-                        break;
-                case CONFIG_TLS_VERSION:
-                        *(TlsVersion *) item_ptr(&tmp, it) = *(const TlsVersion *) item_cptr(c, it);
-                        break;
-                }
-        }
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
+                copy_item(&tmp, c, &config_items[i]);
         r = walk(&ctx, &tmp, config_root_setting(cfg), "");
         if (r >= 0)
                 r = cross_check(&ctx, cfg, &tmp);

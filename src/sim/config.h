@@ -78,6 +78,12 @@ typedef struct DaemonConfig {
         char *debug_topics;              /* "sim,mqtt" or "all" */
 } DaemonConfig;
 
+/* The keys applied on SIGHUP (the table's .live ones): dst takes src's. */
+void daemon_config_apply_live(DaemonConfig *dst, const DaemonConfig *src);
+/* Every key with its value, in libconfig syntax: what a worker reads (the
+ * supervisor's effective config, so a restarted worker gets the same). */
+int daemon_config_format(const DaemonConfig *c, FILE *f);
+
 /* Every key with its current value, in table order (the report's effective config). */
 typedef struct ConfigVisitor {
         void (*string)(const char *key, const char *value, void *userdata);

@@ -4,9 +4,11 @@
  * (READY=1, STATUS=, WATCHDOG=1, SIGTERM, SIGHUP). */
 #define LOG_TOPIC LOG_TOPIC_MAIN
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -76,6 +78,7 @@ struct Supervisor {
         uint64_t started_real_usec, started_mono_usec;
         const ReportPaths *reports;
         bool report_taken;              /* the final report is written */
+        int config_fd;                  /* the effective config the workers read (WORKER_CONFIG_PATH) */
         Control *control;               /* the control socket (espfleet status) */
         ControlWorker *control_workers; /* what it sees of the workers */
 };
@@ -146,8 +149,15 @@ static int on_hang_check(sd_event_source *s, uint64_t usec, void *userdata) {
 static int on_restart_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         WorkerSlot *w = userdata;
 
-        if (!w->sup->stopping)
-                (void) worker_spawn(w);
+        if (w->sup->stopping)
+                return 0;
+        if (worker_spawn(w) < 0) {
+                /* fork or socketpair failed (out of memory, of fds): try again later */
+                uint64_t delay = backoff_next_ms(&w->restart_backoff, 0);
+                log_error("Worker %u could not be started; trying again in %" PRIu64 " ms", w->index, delay);
+                if (sd_event_source_set_time_relative(s, delay * 1000) >= 0)
+                        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
         return 0;
 }
 
@@ -186,8 +196,11 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         else
                 log_error("Worker %u (pid %d) died from signal %s; restarting in %" PRIu64 " ms", w->index,
                           (int) si->si_pid, strsignal(si->si_status), delay);
-        if (sd_event_add_time_relative(sup->event, &w->restart_timer, CLOCK_MONOTONIC, delay * 1000, 1000,
-                                       on_restart_timer, w) >= 0)
+        if (w->restart_timer) {
+                if (sd_event_source_set_time_relative(w->restart_timer, delay * 1000) >= 0)
+                        (void) sd_event_source_set_enabled(w->restart_timer, SD_EVENT_ONESHOT);
+        } else if (sd_event_add_time_relative(sup->event, &w->restart_timer, CLOCK_MONOTONIC, delay * 1000, 1000,
+                                              on_restart_timer, w) >= 0)
                 (void) sd_event_source_set_enabled(w->restart_timer, SD_EVENT_ONESHOT);
         return 0;
 }
@@ -197,7 +210,8 @@ static int worker_spawn(WorkerSlot *w) {
         int sv[2], r;
         pid_t pid;
 
-        w->restart_timer = sd_event_source_disable_unref(w->restart_timer);
+        if (w->restart_timer) /* kept: on_restart_timer() may be running, and re-arms it on failure */
+                (void) sd_event_source_set_enabled(w->restart_timer, SD_EVENT_OFF);
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
                 return log_error_errno(errno, "socketpair: %m");
         pid = fork();
@@ -212,13 +226,19 @@ static int worker_spawn(WorkerSlot *w) {
                 /* exec resets handlers, not the blocked mask */
                 sigemptyset(&all);
                 sigprocmask(SIG_SETMASK, &all, NULL);
-                if (dup2(sv[1], WORKER_FD) < 0 || dup2(w->metrics_fd, WORKER_METRICS_FD) < 0)
+                /* first out of the way of 3..5 (any of them may be one of these), then into place */
+                int from[] = { sv[1], w->metrics_fd, sup->config_fd };
+                for (size_t k = 0; k < ELEMENTSOF(from); k++)
+                        if ((from[k] = fcntl(from[k], F_DUPFD, 16)) < 0)
+                                _exit(127);
+                if (dup2(from[0], WORKER_FD) < 0 || dup2(from[1], WORKER_METRICS_FD) < 0 ||
+                    dup2(from[2], WORKER_CONFIG_FD) < 0)
                         _exit(127);
                 if (sup->console && dup2(console_worker_fd(sup->console), STDERR_FILENO) < 0)
                         _exit(127);
                 snprintf(arg, sizeof arg, "%u:%u:%zu:%zu", w->index, sup->n_workers, w->pos_first, w->count);
                 char *argv[] = { (char *) "espfleetd", (char *) "--worker", arg, (char *) "-c",
-                                 (char *) sup->config_path, NULL };
+                                 (char *) WORKER_CONFIG_PATH, NULL };
                 execv("/proc/self/exe", argv);
                 _exit(127);
         }
@@ -468,6 +488,32 @@ static int on_term(sd_event_source *s, const struct signalfd_siginfo *si, void *
         return 0;
 }
 
+/* The effective config into the memfd the workers read: a worker restarted
+ * later reads what this one runs with, never a file edited since. */
+static int config_fd_update(Supervisor *sup) {
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        FILE *f;
+        int r;
+
+        f = open_memstream(&text, &len);
+        if (!f)
+                return -ENOMEM;
+        r = daemon_config_format(&sup->config, f);
+        if (fclose(f) != 0 && r >= 0)
+                r = -ENOMEM;
+        if (r < 0)
+                return r;
+        if (sup->config_fd < 0) {
+                sup->config_fd = memfd_create("espfleetd-config", MFD_CLOEXEC);
+                if (sup->config_fd < 0)
+                        return -errno;
+        }
+        if (ftruncate(sup->config_fd, 0) < 0 || pwrite(sup->config_fd, text, len, 0) != (ssize_t) len)
+                return -errno ?: -EIO;
+        return 0;
+}
+
 static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Supervisor *sup = userdata;
         DaemonConfig c;
@@ -475,29 +521,39 @@ static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *u
         char err[1024];
         int r;
 
-        (void) sd_notify(false, "RELOADING=1");
+        /* Before the initial ramp is done, systemd still waits for the first
+         * READY=1: a reload must not send it early. */
+        if (sup->ready_sent)
+                (void) sd_notify(false, "RELOADING=1");
         r = daemon_config_init(&c);
         if (r >= 0)
                 r = daemon_config_load(&c, sup->config_path, err, sizeof err);
         if (r < 0) {
                 log_error("Reload failed, keeping the running config: %s", r == -EINVAL ? err : strerror(-r));
                 daemon_config_done(&c);
-                (void) sd_notify(false, "READY=1");
+                if (sup->ready_sent)
+                        (void) sd_notify(false, "READY=1");
                 return 0;
         }
         if (daemon_config_needs_restart(&sup->config, &c, &changed))
                 log_warning("Config key '%s' changed: it takes effect after a daemon restart, ignoring", changed);
         else
                 log_info("Config reloaded from %s", sup->config_path);
-        apply_log_settings(&c);
-        sup->config.summary_interval_s = c.summary_interval_s;
-        if (sup->summary_timer)
-                (void) sd_event_source_set_enabled(sup->summary_timer, c.summary_interval_s > 0 ? SD_EVENT_ON : SD_EVENT_OFF);
+        daemon_config_apply_live(&sup->config, &c);
         daemon_config_done(&c);
-        for (unsigned i = 0; i < sup->n_workers; i++)
-                if (sup->workers[i].pid > 0)
-                        kill(sup->workers[i].pid, SIGHUP);
-        (void) sd_notify(false, "READY=1");
+        apply_log_settings(&sup->config);
+        if (sup->summary_timer)
+                (void) sd_event_source_set_enabled(sup->summary_timer,
+                                                   sup->config.summary_interval_s > 0 ? SD_EVENT_ON : SD_EVENT_OFF);
+        r = config_fd_update(sup);
+        if (r < 0)
+                log_error_errno(r, "Cannot hand the reloaded config to the workers: %m; they keep the old one");
+        else
+                for (unsigned i = 0; i < sup->n_workers; i++)
+                        if (sup->workers[i].pid > 0)
+                                kill(sup->workers[i].pid, SIGHUP);
+        if (sup->ready_sent)
+                (void) sd_notify(false, "READY=1");
         return 0;
 }
 
@@ -587,7 +643,7 @@ static unsigned raise_nofile(void) {
 }
 
 static int run_supervisor(const char *config_path, const ReportPaths *reports) {
-        Supervisor sup = { .config_path = config_path, .reports = reports };
+        Supervisor sup = { .config_path = config_path, .reports = reports, .config_fd = -1 };
         _cleanup_(fleet_freep) Fleet *fleet = NULL;
         char err[1024] = "";
         int r;
@@ -652,6 +708,12 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
         sup.workers = calloc(sup.n_workers, sizeof(WorkerSlot));
         if (!sup.workers) {
                 r = -ENOMEM;
+                goto out;
+        }
+        sup.config_fd = -1;
+        r = config_fd_update(&sup);
+        if (r < 0) {
+                log_error_errno(r, "Cannot hand the config to the workers: %m");
                 goto out;
         }
         timeline_init(&sup.timeline);
@@ -750,6 +812,8 @@ out_workers:
         sd_event_source_disable_unref(sup.hang_timer);
         sd_event_unref(sup.event);
 out:
+        if (sup.config_fd >= 0)
+                close(sup.config_fd);
         daemon_config_done(&sup.config);
         return r;
 }

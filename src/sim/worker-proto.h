@@ -11,6 +11,10 @@
 /* The worker's metrics block (metrics/metrics.h), a memfd the main process
  * keeps across worker restarts. */
 #define WORKER_METRICS_FD 4
+/* The supervisor's effective config (libconfig text in a memfd): a worker
+ * reads it as "/dev/fd/5", at start and on SIGHUP, never the file on disk. */
+#define WORKER_CONFIG_FD 5
+#define WORKER_CONFIG_PATH "/dev/fd/5"
 
 typedef struct WorkerReport {
         uint32_t magic;                 /* WORKER_REPORT_MAGIC */

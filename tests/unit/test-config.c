@@ -212,3 +212,52 @@ Test(config, workers_auto) {
         c.workers = 0;
         cr_assert_eq(daemon_config_workers_for(&c, 10, 64, err, sizeof err), -ERANGE);
 }
+
+/* What a worker reads: the supervisor's effective config, written out and
+ * parsed back, is the same config (every key, strings with quotes and
+ * backslashes, lists, doubles). */
+Test(config, format_round_trip) {
+        DaemonConfig back;
+        char *text = NULL;
+        size_t len = 0;
+        const char *changed = NULL;
+
+        cr_assert_eq(load("fleet_dir = \"/tmp/a \\\"quoted\\\" \\\\ dir\";\n"
+                          "broker = { host = \"127.0.0.1\"; bind_addresses = [\"127.0.0.2\", \"127.0.0.3\"];\n"
+                          "  tls_version_min = \"tlsv1.3\"; };\n"
+                          "ramp = { rate = 12.5; jitter = 0.1; };\n"
+                          "telemetry = { enabled = true; interval = 7; qos = 1; };\n"
+                          "ota = { default_url = \"https://h:1/fw.bin\"; };\n"),
+                     0, "%s", err);
+        FILE *f = open_memstream(&text, &len);
+        cr_assert_not_null(f);
+        cr_assert_eq(daemon_config_format(&c, f), 0);
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_eq(daemon_config_init(&back), 0);
+        cr_assert_eq(daemon_config_load_string(&back, text, "effective", err, sizeof err), 0, "%s\n%s", err, text);
+        cr_assert_str_eq(back.fleet_dir, "/tmp/a \"quoted\" \\ dir");
+        cr_assert_str_eq(back.bind_addresses[1], "127.0.0.3");
+        cr_assert_null(back.bind_addresses[2]);
+        cr_assert_float_eq(back.ramp_rate, 12.5, 1e-12);
+        cr_assert_float_eq(back.ramp_jitter, 0.1, 1e-15);
+        cr_assert_eq(back.tls_version_min, TLS_VERSION_1_3);
+        cr_assert_eq(back.telemetry_qos, 1);
+        cr_assert(!daemon_config_needs_restart(&c, &back, &changed), "'%s' differs", changed);
+        daemon_config_done(&back);
+        free(text);
+}
+
+/* SIGHUP: live keys follow the new file, restart keys stay as they were. */
+Test(config, apply_live) {
+        DaemonConfig next;
+
+        cr_assert_eq(load("broker = { port = 1000; };\nramp = { rate = 5; };\n"), 0, "%s", err);
+        cr_assert_eq(daemon_config_init(&next), 0);
+        cr_assert_eq(daemon_config_load_string(&next, "broker = { port = 2000; };\nramp = { rate = 9; };\n"
+                                               "log = { level = \"debug\"; };\n", "next", err, sizeof err), 0, "%s", err);
+        daemon_config_apply_live(&c, &next);
+        cr_assert_eq(c.broker_port, 1000, "a restart key changed");
+        cr_assert_float_eq(c.ramp_rate, 9, 1e-12);
+        cr_assert_str_eq(c.log_level, "debug");
+        daemon_config_done(&next);
+}
