@@ -11,6 +11,7 @@
 #include "basic/string-table.h"
 #include "sim/config.h"
 #include "sim/fd-budget.h"
+#include "sim/ramp.h"
 
 static const char *const tls_version_table[_TLS_VERSION_MAX] = {
         [TLS_VERSION_1_2] = "tlsv1.2",
@@ -204,6 +205,22 @@ int config_parse_listen(const char *v, char *host, size_t size, unsigned *ret_po
         return 0;
 }
 
+static int check_ramp_profile(const char *v, char *reason, size_t n) {
+        if (ramp_profile_from_string(v) < 0) {
+                snprintf(reason, n, "'%s' is not a ramp profile (linear, steps or poisson)", v);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int check_protocol(const char *v, char *reason, size_t n) {
+        if (!streq(v, "mqttv311") && !streq(v, "mqttv5")) {
+                snprintf(reason, n, "'%s' is not a protocol (mqttv311 or mqttv5)", v);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 #define F(field) offsetof(DaemonConfig, field)
 
 /* The one place every key, its type, range and default live. */
@@ -230,6 +247,8 @@ static const ConfigItem config_items[] = {
         { "broker.tls_version_min", CONFIG_TLS_VERSION, F(tls_version_min), "tlsv1.2",
           .comment = "lowest TLS version offered: \"tlsv1.2\" or \"tlsv1.3\"" },
         { "broker.qos", CONFIG_UINT, F(qos), "1", 0, 2, .comment = "QoS of the command subscriptions and of device publishes" },
+        { "broker.protocol", CONFIG_STRING, F(protocol), "mqttv311", .check = check_protocol,
+          .comment = "MQTT version the devices speak: \"mqttv311\" (as secure_esp) or \"mqttv5\"" },
 
         { "ramp.rate", CONFIG_DOUBLE, F(ramp_rate), "100", 0.01, 100000, .live = true,
           .comment = "devices started per second at daemon start (across all workers)" },
@@ -268,6 +287,10 @@ static const ConfigItem config_items[] = {
           .comment = "telemetry topic, %s = device id" },
         { "telemetry.qos", CONFIG_UINT, F(telemetry_qos), "0", 0, 1, .live = true,
           .comment = "QoS of telemetry publishes (1: each PUBACK is timed, espfleet_puback_seconds)" },
+        { "telemetry.rate", CONFIG_DOUBLE, F(telemetry_rate), "0", 0, 1000, .live = true,
+          .comment = "readings per second per device (may be below 1); 0 = one every telemetry.interval seconds" },
+        { "telemetry.payload_size", CONFIG_UINT, F(telemetry_payload_size), "0", 0, 65536, .live = true,
+          .comment = "pad each reading's JSON to this many bytes (a \"pad\" field); 0 = no padding" },
 
         { "ota.default_url", CONFIG_STRING, F(ota_default_url), "", .check = check_https_url_or_empty, .live = true,
           .comment = "firmware URL when use_url = 0 (CONFIG_EXAMPLE_FIRMWARE_UPGRADE_URL)" },
@@ -279,6 +302,29 @@ static const ConfigItem config_items[] = {
           .comment = "a broadcast /esp/update/run starts each device at random within this window" },
         { "ota.confirm_timeout", CONFIG_UINT, F(ota_confirm_timeout_s), "60", 1, 86400, .live = true,
           .comment = "seconds a new image has to reach the broker before it is rolled back" },
+
+        { "scenario.ramp.profile", CONFIG_STRING, F(ramp_profile), "linear", .check = check_ramp_profile,
+          .comment = "how the start is spread: \"linear\" (ramp.rate, ramp.jitter), \"steps\" or \"poisson\" (random arrivals at ramp.rate)" },
+        { "scenario.ramp.step_size", CONFIG_UINT, F(ramp_step_size), "100", 1, 1000000,
+          .comment = "steps: devices started at once, fleet-wide" },
+        { "scenario.ramp.step_interval", CONFIG_DOUBLE, F(ramp_step_interval_s), "10", 0.001, 86400,
+          .comment = "steps: seconds between two steps" },
+        { "scenario.hold", CONFIG_UINT, F(scenario_hold_s), "0", 0, 100000000,
+          .comment = "seconds to hold once the initial ramp is done, then stop cleanly (reports, pass_if); 0 = run until stopped" },
+        { "scenario.churn.rate", CONFIG_DOUBLE, F(churn_rate), "0", 0, 100000, .live = true,
+          .comment = "fleet-wide disconnects per second of random online devices, each reconnecting after its backoff" },
+        { "scenario.storm.at", CONFIG_UINT, F(storm_at_s), "0", 0, 100000000,
+          .comment = "seconds after start when every connection drops at once (a reconnect storm); 0 = none" },
+        { "scenario.storm.every", CONFIG_UINT, F(storm_every_s), "0", 0, 100000000,
+          .comment = "repeat the storm every this many seconds; 0 = once" },
+        { "scenario.pass_if.online_min_percent", CONFIG_DOUBLE, F(pass_online_min_percent), "-1", -1, 100,
+          .comment = "at the end, at least this % of the devices online; -1 = no check (exit status 3 when a check fails)" },
+        { "scenario.pass_if.connect_p99_max_ms", CONFIG_DOUBLE, F(pass_connect_p99_max_ms), "-1", -1, 1e9,
+          .comment = "p99 of connection due -> CONNACK at most this many ms; -1 = no check" },
+        { "scenario.pass_if.connack_p99_max_ms", CONFIG_DOUBLE, F(pass_connack_p99_max_ms), "-1", -1, 1e9,
+          .comment = "p99 of CONNECT -> CONNACK at most this many ms; -1 = no check" },
+        { "scenario.pass_if.ota_failures_max", CONFIG_DOUBLE, F(pass_ota_failures_max), "-1", -1, 1e9,
+          .comment = "at most this many failed OTA outcomes; -1 = no check" },
 
         { "metrics.record", CONFIG_BOOL, F(metrics_record), "true",
           .comment = "record latency histograms and counters (false: only states and device records, for bench/instruments.sh)" },
@@ -619,6 +665,56 @@ void daemon_config_apply_live(DaemonConfig *dst, const DaemonConfig *src) {
                         copy_item(dst, src, &config_items[i]);
 }
 
+/* The group components of a key path ("scenario.ramp.profile" -> 2). */
+static size_t path_depth(const char *path) {
+        size_t n = 0;
+        for (const char *p = path; p && (p = strchr(p, '.')); p++)
+                n++;
+        return n;
+}
+
+/* Component k of path, as pointer + length. */
+static const char *path_part(const char *path, size_t k, size_t *len) {
+        const char *p = path;
+        for (size_t i = 0; i < k; i++)
+                p = strchr(p, '.') + 1;
+        const char *e = strchr(p, '.');
+        *len = e ? (size_t) (e - p) : strlen(p);
+        return p;
+}
+
+static void indent(FILE *f, size_t depth) {
+        for (size_t i = 0; i < depth; i++)
+                fputs("        ", f);
+}
+
+/* Closes the groups of `prev` that `cur` is not in and opens cur's new ones
+ * (either may be NULL: the start, the end). `blank`: a blank line before a
+ * new top-level group or key. */
+static void group_transition(FILE *f, const char *prev, const char *cur, bool blank) {
+        size_t dp = prev ? path_depth(prev) : 0, dc = cur ? path_depth(cur) : 0, common = 0;
+
+        while (common < dp && common < dc) {
+                size_t la, lb;
+                const char *a = path_part(prev, common, &la), *b = path_part(cur, common, &lb);
+                if (la != lb || !strneq(a, b, la))
+                        break;
+                common++;
+        }
+        for (size_t d = dp; d > common; d--) {
+                indent(f, d - 1);
+                fputs("};\n", f);
+        }
+        if (blank && cur && (common == 0 || !prev))
+                fputc('\n', f);
+        for (size_t d = common; d < dc; d++) {
+                size_t l;
+                const char *n = path_part(cur, d, &l);
+                indent(f, d);
+                fprintf(f, "%.*s = {\n", (int) l, n);
+        }
+}
+
 static void format_string(FILE *f, const char *v) {
         fputc('"', f);
         for (const unsigned char *p = (const unsigned char *) v; *p; p++) {
@@ -633,27 +729,19 @@ static void format_string(FILE *f, const char *v) {
 }
 
 int daemon_config_format(const DaemonConfig *c, FILE *f) {
-        const char *group = NULL;
-        size_t group_len = 0;
+        const char *prev = NULL;
 
         fputs("# the effective configuration of a running espfleetd\n", f);
         for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
                 const ConfigItem *it = &config_items[i];
-                const char *dot = strchr(it->path, '.');
-                size_t glen = dot ? (size_t) (dot - it->path) : 0;
-                bool same = group && dot && glen == group_len && strneq(group, it->path, glen);
+                size_t depth = path_depth(it->path), l;
+                const char *key = path_part(it->path, depth, &l);
                 const void *p = item_cptr(c, it);
 
-                if (group && !same) {
-                        fputs("};\n", f);
-                        group = NULL;
-                }
-                if (dot && !group) {
-                        fprintf(f, "%.*s = {\n", (int) glen, it->path);
-                        group = it->path;
-                        group_len = glen;
-                }
-                fprintf(f, "%s%s = ", dot ? "        " : "", dot ? dot + 1 : it->path);
+                group_transition(f, prev, it->path, false);
+                prev = it->path;
+                indent(f, depth);
+                fprintf(f, "%s = ", key);
                 switch (it->type) {
                 case CONFIG_STRING:
                         format_string(f, *(char *const *) p ?: "");
@@ -674,19 +762,20 @@ int daemon_config_format(const DaemonConfig *c, FILE *f) {
                 case CONFIG_UINT:
                         fprintf(f, "%u", *(const unsigned *) p);
                         break;
-                case CONFIG_DOUBLE:
+                case CONFIG_DOUBLE: {
                         /* %.17g round-trips; a float needs a point for libconfig */
-                        fprintf(f, "%.17g%s", *(const double *) p,
-                                *(const double *) p == (double) (long long) *(const double *) p ? ".0" : "");
+                        char buf[64];
+                        snprintf(buf, sizeof buf, "%.17g", *(const double *) p);
+                        fprintf(f, "%s%s", buf, strpbrk(buf, ".eEn") ? "" : ".0");
                         break;
+                }
                 case CONFIG_BOOL:
                         fputs(*(const bool *) p ? "true" : "false", f);
                         break;
                 }
                 fputs(";\n", f);
         }
-        if (group)
-                fputs("};\n", f);
+        group_transition(f, prev, NULL, false);
         return ferror(f) ? -EIO : 0;
 }
 
@@ -796,36 +885,26 @@ int daemon_config_foreach(const DaemonConfig *c, ConfigVisitor *v, void *userdat
 }
 
 int daemon_config_dump_sample(FILE *f) {
-        const char *group = NULL;
-        size_t group_len = 0;
+        const char *prev = NULL;
 
         fputs("# espfleetd configuration (libconfig syntax).\n"
               "# Every key is listed, commented out, at its default. Unknown keys, wrong\n"
               "# types and out-of-range values stop the daemon with FILE:LINE and the key.\n", f);
         for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
                 const ConfigItem *it = &config_items[i];
-                const char *dot = strchr(it->path, '.');
-                size_t glen = dot ? (size_t) (dot - it->path) : 0;
-                bool same = group && dot && glen == group_len && strneq(group, it->path, glen);
+                size_t depth = path_depth(it->path), l;
+                const char *key = path_part(it->path, depth, &l);
 
-                if (group && !same) {
-                        fputs("};\n", f);
-                        group = NULL;
-                }
-                if (dot && !group) {
-                        fprintf(f, "\n%.*s = {\n", (int) glen, it->path);
-                        group = it->path;
-                        group_len = glen;
-                } else if (!dot)
-                        fputc('\n', f);
-                const char *indent = dot ? "        " : "";
-                fprintf(f, "%s# %s%s\n%s#%s = ", indent, it->comment, it->live ? "" : " (restart)",
-                        indent, dot ? dot + 1 : it->path);
+                group_transition(f, prev, it->path, true);
+                indent(f, depth);
+                fprintf(f, "# %s%s\n", it->comment, it->live ? "" : " (restart)");
+                indent(f, depth);
+                fprintf(f, "#%s = ", key);
                 dump_value(f, it);
                 fputs(";\n", f);
+                prev = it->path;
         }
-        if (group)
-                fputs("};\n", f);
+        group_transition(f, prev, NULL, true);
         return ferror(f) ? -EIO : 0;
 }
 

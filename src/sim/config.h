@@ -36,6 +36,7 @@ typedef struct DaemonConfig {
         unsigned keepalive_s;
         TlsVersion tls_version_min;
         unsigned qos;                    /* QoS of subscriptions and device publishes */
+        char *protocol;                  /* "mqttv311" or "mqttv5" */
 
         /* ramp and reconnect */
         double ramp_rate;                /* devices started per second */
@@ -56,6 +57,8 @@ typedef struct DaemonConfig {
         bool telemetry_enabled;
         unsigned telemetry_interval_s;
         unsigned telemetry_qos;
+        double telemetry_rate;           /* readings/s per device; 0 = telemetry_interval_s */
+        unsigned telemetry_payload_size; /* pad to this many bytes; 0 = none */
         unsigned default_interval_s;     /* OTA interval before /esp/update/interval was ever set */
 
         /* OTA */
@@ -64,6 +67,15 @@ typedef struct DaemonConfig {
         bool ota_allow_equal_version;
         unsigned ota_start_jitter_ms;
         unsigned ota_confirm_timeout_s;  /* PENDING_VERIFY -> VALID must happen within this */
+
+        /* scenario */
+        char *ramp_profile;              /* "linear", "steps", "poisson" */
+        unsigned ramp_step_size;
+        double ramp_step_interval_s;
+        unsigned scenario_hold_s;        /* 0 = run until stopped */
+        double churn_rate;               /* fleet-wide disconnects per second */
+        unsigned storm_at_s, storm_every_s;
+        double pass_online_min_percent, pass_connect_p99_max_ms, pass_connack_p99_max_ms, pass_ota_failures_max;
 
         /* instruments */
         bool metrics_record;             /* histograms and counters (the instruments' own cost) */

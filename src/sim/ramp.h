@@ -7,13 +7,30 @@
  * batches of at most `batch_max` devices per dispatch, so keepalives, the
  * handshakes in flight and the watchdog run between two batches. */
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "sim/backoff.h"
 
+/* How the devices' start times are spread (scenario.ramp). */
+typedef enum RampProfile {
+        RAMP_LINEAR,            /* device i at (i + jitter) / rate */
+        RAMP_STEPS,             /* step_size devices at once, every step_interval */
+        RAMP_POISSON,           /* exponential gaps of mean 1 / rate (random arrivals) */
+        _RAMP_PROFILE_MAX,
+        _RAMP_PROFILE_INVALID = -EINVAL,
+} RampProfile;
+
+const char *ramp_profile_to_string(RampProfile p);
+RampProfile ramp_profile_from_string(const char *s);
+
 typedef struct Ramp {
+        RampProfile profile;
+        size_t step_size;       /* RAMP_STEPS: devices per step (>= 1) */
+        uint64_t step_usec;     /* RAMP_STEPS: time between two steps */
+        uint64_t last_due_usec; /* RAMP_POISSON: the previous arrival */
         uint64_t start_usec;
         double rate;            /* devices per second (> 0) */
         double jitter;          /* 0..1 */
@@ -25,6 +42,9 @@ typedef struct Ramp {
 } Ramp;
 
 void ramp_init(Ramp *r, uint64_t start_usec, double rate, double jitter, size_t total, size_t batch_max, Rng *rng);
+/* Switches a fresh ramp to another profile (before the first ramp_take()). */
+void ramp_set_steps(Ramp *r, size_t step_size, uint64_t step_usec);
+void ramp_set_poisson(Ramp *r);
 
 /* How many devices (from r->next on) to start at `now`, and advances
  * r->next by that many. *ret_next_usec: when to come back (now when more are

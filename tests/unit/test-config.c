@@ -261,3 +261,42 @@ Test(config, apply_live) {
         cr_assert_str_eq(c.log_level, "debug");
         daemon_config_done(&next);
 }
+
+/* A scenario: nested groups, their checks, and the effective config
+ * written out with them. */
+Test(config, scenario_keys) {
+        cr_assert_eq(load("scenario = { ramp = { profile = \"steps\"; step_size = 50; step_interval = 2.5; };\n"
+                          "  hold = 60; churn = { rate = 2; }; storm = { at = 30; every = 120; };\n"
+                          "  pass_if = { online_min_percent = 99.5; connack_p99_max_ms = 500; ota_failures_max = 0; }; };\n"
+                          "broker = { protocol = \"mqttv5\"; };\n"
+                          "telemetry = { rate = 0.5; payload_size = 256; };\n"),
+                     0, "%s", err);
+        cr_assert_str_eq(c.ramp_profile, "steps");
+        cr_assert_eq(c.ramp_step_size, 50);
+        cr_assert_float_eq(c.ramp_step_interval_s, 2.5, 1e-12);
+        cr_assert_eq(c.scenario_hold_s, 60);
+        cr_assert_float_eq(c.churn_rate, 2, 1e-12);
+        cr_assert_eq(c.storm_at_s, 30);
+        cr_assert_eq(c.storm_every_s, 120);
+        cr_assert_float_eq(c.pass_online_min_percent, 99.5, 1e-12);
+        cr_assert_float_eq(c.pass_connect_p99_max_ms, -1, 1e-12);
+        cr_assert_float_eq(c.pass_ota_failures_max, 0, 1e-12);
+        cr_assert_str_eq(c.protocol, "mqttv5");
+        expect_error("scenario = { ramp = { profile = \"zigzag\"; }; };\n", 1, "scenario.ramp.profile", "zigzag");
+        expect_error("broker = { protocol = \"mqttv4\"; };\n", 1, "broker.protocol", "mqttv311 or mqttv5");
+        expect_error("scenario = { pass_if = { online_min_percent = 101; }; };\n", 1, "scenario.pass_if.online_min_percent", NULL);
+        expect_error("scenario = { ramp = 5; };\n", 1, "scenario.ramp", "group");
+
+        char *text = NULL;
+        size_t len = 0;
+        DaemonConfig back;
+        FILE *f = open_memstream(&text, &len);
+        cr_assert_eq(daemon_config_format(&c, f), 0);
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_eq(daemon_config_init(&back), 0);
+        cr_assert_eq(daemon_config_load_string(&back, text, "effective", err, sizeof err), 0, "%s\n%s", err, text);
+        cr_assert_str_eq(back.ramp_profile, "steps");
+        cr_assert_float_eq(back.pass_online_min_percent, 99.5, 1e-12);
+        daemon_config_done(&back);
+        free(text);
+}
