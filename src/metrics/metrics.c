@@ -25,6 +25,8 @@ static const char *const generic_reason_table[_METRIC_REASON_GENERIC_MAX] = {
         [METRIC_REASON_KEEPALIVE] = "keepalive_timeout",
         [METRIC_REASON_PROTOCOL] = "protocol_error",
         [METRIC_REASON_POWER_CUT] = "power_cut",
+        [METRIC_REASON_CHURN] = "churn",
+        [METRIC_REASON_STORM] = "storm",
 };
 
 /* TLS alert descriptions (RFC 8446 §6.2, RFC 5246 §7.2.2 for the older ones). */

@@ -81,6 +81,8 @@ typedef enum MetricReasonGeneric {
         METRIC_REASON_KEEPALIVE,        /* no PINGRESP in time */
         METRIC_REASON_PROTOCOL,         /* a malformed or unexpected packet */
         METRIC_REASON_POWER_CUT,        /* the device lost power */
+        METRIC_REASON_CHURN,            /* scenario.churn dropped it */
+        METRIC_REASON_STORM,            /* scenario.storm dropped it */
         _METRIC_REASON_GENERIC_MAX,
 } MetricReasonGeneric;
 

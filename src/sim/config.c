@@ -659,6 +659,11 @@ static void copy_item(DaemonConfig *dst, const DaemonConfig *src, const ConfigIt
         }
 }
 
+void daemon_config_copy(DaemonConfig *dst, const DaemonConfig *src) {
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
+                copy_item(dst, src, &config_items[i]);
+}
+
 void daemon_config_apply_live(DaemonConfig *dst, const DaemonConfig *src) {
         for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
                 if (config_items[i].live)

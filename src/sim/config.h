@@ -90,6 +90,8 @@ typedef struct DaemonConfig {
         char *debug_topics;              /* "sim,mqtt" or "all" */
 } DaemonConfig;
 
+/* dst becomes a copy of src (every key; dst was initialized). */
+void daemon_config_copy(DaemonConfig *dst, const DaemonConfig *src);
 /* The keys applied on SIGHUP (the table's .live ones): dst takes src's. */
 void daemon_config_apply_live(DaemonConfig *dst, const DaemonConfig *src);
 /* Every key with its value, in libconfig syntax: what a worker reads (the

@@ -90,6 +90,7 @@ struct Device {
         char ota_from_version[33];
         uint64_t ota_start_usec, ota_written_usec;
         char *ota_url_override;         /* device_ota_now(url) */
+        unsigned drop_reason;           /* device_drop() is dropping the connection: its metrics reason */
 };
 
 static void device_enter_state(Device *d, DeviceState s);
@@ -571,6 +572,15 @@ static void on_disconnect(MqttClient *c, bool expected, int reason, void *userda
         case DEVICE_ONLINE: {
                 char rbuf[64];
                 unsigned why = disconnect_reason(reason < 0 ? reason : -ECONNRESET);
+                if (d->drop_reason) {
+                        /* device_drop(): the scenario's own doing, not a fault */
+                        metrics_disconnected(mb(d), d->drop_reason);
+                        metrics_device_begin(d->rec);
+                        d->rec->disconnects++;
+                        metrics_device_end(d->rec);
+                        d->failures = 1;
+                        break;
+                }
                 d->failures = 1;
                 metrics_disconnected(mb(d), why);
                 metrics_device_begin(d->rec);
@@ -614,9 +624,17 @@ static void subscribe_all(Device *d) {
 
 /* ---- telemetry ---------------------------------------------------------- */
 
+/* Between two readings: telemetry.rate when set, else telemetry.interval. */
+static uint64_t telemetry_period_usec(Device *d) {
+        if (cfg(d)->telemetry_rate > 0)
+                return MAX((uint64_t) (1e6 / cfg(d)->telemetry_rate), (uint64_t) 1000);
+        return (uint64_t) cfg(d)->telemetry_interval_s * 1000000;
+}
+
 static int telemetry_handler(sd_event_source *s, uint64_t usec, void *userdata) {
         Device *d = userdata;
-        char topic[TOPIC_MAX], payload[128];
+        char topic[TOPIC_MAX], head[128];
+        _cleanup_free_ char *payload = NULL;
         Rng *rng = d->ctx->rng;
 
         if (d->state != DEVICE_ONLINE || !cfg(d)->telemetry_enabled)
@@ -629,11 +647,27 @@ static int telemetry_handler(sd_event_source *s, uint64_t usec, void *userdata) 
         /* "due": CLOCK_REALTIME µs of when the reading was due, so the probe
          * measures end to end from then (metrics.h: METRIC_TELEMETRY) */
         uint64_t late = device_now(d) > usec ? device_now(d) - usec : 0;
-        int n = snprintf(payload, sizeof payload, "{\"temperature\":%.2f,\"humidity\":%.2f,\"due\":%" PRIu64 "}",
+        int n = snprintf(head, sizeof head, "{\"temperature\":%.2f,\"humidity\":%.2f,\"due\":%" PRIu64,
                          d->temperature, d->humidity, real_usec() - late);
-        if (topic_expand(cfg(d)->telemetry_topic, d->id, topic, sizeof topic) >= 0)
-                (void) device_publish(d, topic, payload, (size_t) n, (int) cfg(d)->telemetry_qos, false, usec);
-        (void) sd_event_source_set_time(s, usec + (uint64_t) cfg(d)->telemetry_interval_s * 1000000);
+        /* telemetry.payload_size: a "pad" field brings the JSON to that size */
+        size_t want = MAX((size_t) cfg(d)->telemetry_payload_size, (size_t) n + 1);
+        payload = malloc(want + 16);
+        if (payload && n > 0) {
+                memcpy(payload, head, (size_t) n);
+                size_t len = (size_t) n;
+                const size_t pad_overhead = strlen(",\"pad\":\"\"}");
+                if (want >= len + pad_overhead) {
+                        size_t k = want - len - pad_overhead;
+                        len += (size_t) sprintf(payload + len, ",\"pad\":\"");
+                        memset(payload + len, 'x', k);
+                        len += k;
+                        payload[len++] = '"';
+                }
+                payload[len++] = '}';
+                if (topic_expand(cfg(d)->telemetry_topic, d->id, topic, sizeof topic) >= 0)
+                        (void) device_publish(d, topic, payload, len, (int) cfg(d)->telemetry_qos, false, usec);
+        }
+        (void) sd_event_source_set_time(s, usec + telemetry_period_usec(d));
         (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         return 0;
 }
@@ -645,7 +679,7 @@ static void telemetry_arm(Device *d, bool on) {
                 return;
         }
         /* first reading at a random point of the interval: no fleet-wide burst */
-        uint64_t first = (uint64_t) (rng_double(d->ctx->rng) * cfg(d)->telemetry_interval_s * 1e6) + 1;
+        uint64_t first = (uint64_t) (rng_double(d->ctx->rng) * (double) telemetry_period_usec(d)) + 1;
         if (!d->telemetry_timer) {
                 if (sd_event_add_time_relative(d->ctx->event, &d->telemetry_timer, CLOCK_MONOTONIC, first,
                                                10000, telemetry_handler, d) < 0)
@@ -1014,6 +1048,8 @@ static void enter_booting(Device *d) {
                                      .on_suback = on_suback, .on_puback = on_puback };
                 r = mqtt_client_new(d->ctx->mqtt, d->id, d->ctx->ssl_ctx, d->identity.cert, d->identity.key, &cb, d,
                                     &d->client);
+                if (r >= 0 && streq(cfg(d)->protocol, "mqttv5"))
+                        r = mqtt_client_set_protocol(d->client, 5);
                 if (r < 0) {
                         log_dev_error_errno(d->id, r, "Cannot create the MQTT client: %m");
                         device_enter_state(d, DEVICE_FAILED);
@@ -1409,6 +1445,16 @@ void device_power_cut(Device *d) {
                 mqtt_client_abort(d->client);
         d->power_cut = false;
         device_enter_state(d, DEVICE_BOOTING);
+}
+
+void device_drop(Device *d, unsigned reason) {
+        if (d->state != DEVICE_ONLINE || !d->client)
+                return;
+        log_dev_debug(d->id, "Connection dropped (%s)", reason == METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_STORM)
+                      ? "storm" : "churn");
+        d->drop_reason = reason;
+        mqtt_client_abort(d->client); /* -> on_disconnect -> BACKOFF */
+        d->drop_reason = 0;
 }
 
 void device_ota_now(Device *d, const char *url) {

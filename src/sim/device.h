@@ -88,6 +88,10 @@ void device_stop(Device *d);
 void device_restart(Device *d);
 void device_power_cut(Device *d);
 void device_ota_now(Device *d, const char *url);
+/* Drops an online device's connection without DISCONNECT (scenario churn
+ * and storms): it reconnects after its backoff. `reason` is the metrics
+ * reason of the disconnect (METRIC_REASON_CHURN, _STORM). */
+void device_drop(Device *d, unsigned reason);
 
 /* Applies live config changes (backoff, telemetry). */
 void device_reload(Device *d);

@@ -26,6 +26,7 @@
 #include "sim/device.h"
 #include "sim/probe.h"
 #include "sim/report.h"
+#include "sim/scenario.h"
 #include "transport/http-server.h"
 #include "sim/backoff.h"
 #include "sim/config.h"
@@ -41,6 +42,7 @@ typedef struct Supervisor Supervisor;
 
 typedef struct ReportPaths {
         const char *json, *junit, *html;
+        const char *scenario;           /* --scenario FILE: read over the config */
 } ReportPaths;
 
 typedef struct WorkerSlot {
@@ -79,6 +81,10 @@ struct Supervisor {
         const ReportPaths *reports;
         bool report_taken;              /* the final report is written */
         int config_fd;                  /* the effective config the workers read (WORKER_CONFIG_PATH) */
+        sd_event_source *hold_timer, *storm_timer;      /* scenario.hold, scenario.storm */
+        ReportCheck checks[SCENARIO_CHECKS_MAX];        /* scenario.pass_if, at the end */
+        size_t n_checks;
+        bool evaluated;
         Control *control;               /* the control socket (espfleet status) */
         ControlWorker *control_workers; /* what it sees of the workers */
 };
@@ -91,6 +97,7 @@ static void apply_log_settings(const DaemonConfig *c) {
 }
 
 static int worker_spawn(WorkerSlot *w);
+static int on_hold_done(sd_event_source *s, uint64_t usec, void *userdata);
 
 static int on_worker_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         WorkerSlot *w = userdata;
@@ -121,6 +128,13 @@ static int on_worker_io(sd_event_source *s, int fd, uint32_t revents, void *user
                         online += sup->workers[i].last.online;
                 sup->ready_sent = true;
                 log_info("Initial ramp done: %" PRIu32 "/%zu devices online", online, sup->n_devices);
+                if (sup->config.scenario_hold_s > 0 &&
+                    sd_event_add_time_relative(sup->event, &sup->hold_timer, CLOCK_MONOTONIC,
+                                               (uint64_t) sup->config.scenario_hold_s * 1000000, 100000, on_hold_done,
+                                               sup) >= 0) {
+                        (void) sd_event_source_set_enabled(sup->hold_timer, SD_EVENT_ONESHOT);
+                        log_info("Scenario: holding %u s", sup->config.scenario_hold_s);
+                }
                 (void) sd_notifyf(false, "READY=1\nSTATUS=%" PRIu32 "/%zu devices online", online, sup->n_devices);
         }
         return 0;
@@ -371,6 +385,8 @@ static void write_reports(Supervisor *sup, const char *reason) {
                 .ended_usec = real_now_usec(),
                 .reason = reason,
                 .timeline = &sup->timeline,
+                .checks = sup->evaluated ? sup->checks : NULL,
+                .n_checks = sup->evaluated ? sup->n_checks : 0,
         };
         json_object *report = report_build(&in);
         if (!report)
@@ -462,18 +478,38 @@ static int on_sample(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static int on_term(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        Supervisor *sup = userdata;
+/* scenario.pass_if against the fleet as it is now; logs every check. */
+static void evaluate(Supervisor *sup) {
+        _cleanup_free_ MetricsBlock *totals = metrics_totals_new();
+        uint64_t online = 0;
 
+        if (sup->evaluated || !totals)
+                return;
+        for (unsigned i = 0; i < sup->n_workers; i++)
+                if (sup->workers[i].metrics) {
+                        metrics_totals_add(totals, sup->workers[i].metrics);
+                        online += sup->workers[i].metrics->devices_in_state[DEVICE_ONLINE];
+                }
+        sup->n_checks = scenario_evaluate(&sup->config, totals, sup->n_devices, online, sup->checks);
+        sup->evaluated = true;
+        for (size_t i = 0; i < sup->n_checks; i++)
+                log_full_errno(sup->checks[i].passed ? LOG_INFO : LOG_WARNING, LOG_TOPIC_MAIN, NULL, 0,
+                               "pass_if: %s: %g: %s", sup->checks[i].name, sup->checks[i].value,
+                               sup->checks[i].passed ? "passed" : "FAILED");
+}
+
+/* The end of the run: verdict and reports with the states the devices
+ * ended in (not "off"), then every device disconnects. */
+static void supervisor_stop(Supervisor *sup, const char *reason) {
         if (sup->stopping)
-                return 0;
+                return;
         sup->stopping = true;
-        /* the report holds the states the devices ended the run in, not "off" */
-        write_reports(sup, si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+        evaluate(sup);
+        write_reports(sup, reason);
         sup->report_taken = true;
         if (sup->console)
                 console_set_status(sup->console, NULL);
-        log_info("Stopping: devices disconnect (%s)", strsignal((int) si->ssi_signo));
+        log_info("Stopping: devices disconnect (%s)", reason);
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping: devices disconnect");
         for (unsigned i = 0; i < sup->n_workers; i++) {
                 WorkerSlot *w = &sup->workers[i];
@@ -485,6 +521,41 @@ static int on_term(sd_event_source *s, const struct signalfd_siginfo *si, void *
                                        on_kill_timer, sup) >= 0)
                 (void) sd_event_source_set_enabled(sup->kill_timer, SD_EVENT_ONESHOT);
         check_all_exited(sup);
+}
+
+static int on_term(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        supervisor_stop(userdata, si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+        return 0;
+}
+
+static int on_hold_done(sd_event_source *s, uint64_t usec, void *userdata) {
+        Supervisor *sup = userdata;
+
+        log_info("Scenario: held %u s after the ramp, stopping", sup->config.scenario_hold_s);
+        supervisor_stop(sup, "hold");
+        return 0;
+}
+
+/* scenario.storm: every worker drops every connection at once. */
+static int on_storm(sd_event_source *s, uint64_t usec, void *userdata) {
+        Supervisor *sup = userdata;
+        unsigned sent = 0;
+
+        for (unsigned i = 0; i < sup->n_workers && !sup->stopping; i++) {
+                WorkerCommand cmd = {
+                        .magic = WORKER_COMMAND_MAGIC,
+                        .type = WORKER_COMMAND_STORM,
+                        .pos_first = sup->workers[i].pos_first,
+                        .count = sup->workers[i].count,
+                };
+                if (supervisor_send_command(sup, i, &cmd) >= 0)
+                        sent++;
+        }
+        log_info("Scenario: reconnect storm, every connection drops now (%u of %u workers)", sent, sup->n_workers);
+        if (sup->config.storm_every_s > 0) {
+                (void) sd_event_source_set_time(s, usec + (uint64_t) sup->config.storm_every_s * 1000000);
+                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
         return 0;
 }
 
@@ -528,6 +599,8 @@ static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *u
         r = daemon_config_init(&c);
         if (r >= 0)
                 r = daemon_config_load(&c, sup->config_path, err, sizeof err);
+        if (r >= 0 && sup->reports && sup->reports->scenario)
+                r = daemon_config_load(&c, sup->reports->scenario, err, sizeof err);
         if (r < 0) {
                 log_error("Reload failed, keeping the running config: %s", r == -EINVAL ? err : strerror(-r));
                 daemon_config_done(&c);
@@ -652,6 +725,8 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
         if (r < 0)
                 return r;
         r = daemon_config_load(&sup.config, config_path, err, sizeof err);
+        if (r >= 0 && reports->scenario)
+                r = daemon_config_load(&sup.config, reports->scenario, err, sizeof err);
         if (r < 0) {
                 log_error("Refusing to start: %s", r == -EINVAL ? err : strerror(-r));
                 goto out;
@@ -762,6 +837,10 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
         if (sd_event_add_time_relative(sup.event, &sup.sample_timer, CLOCK_MONOTONIC, 1000000, 50000, on_sample,
                                        &sup) >= 0)
                 (void) sd_event_source_set_enabled(sup.sample_timer, SD_EVENT_ON);
+        if (sup.config.storm_at_s > 0 &&
+            sd_event_add_time_relative(sup.event, &sup.storm_timer, CLOCK_MONOTONIC,
+                                       (uint64_t) sup.config.storm_at_s * 1000000, 10000, on_storm, &sup) >= 0)
+                (void) sd_event_source_set_enabled(sup.storm_timer, SD_EVENT_ONESHOT);
         r = supervisor_start_control(&sup);
         if (r < 0)
                 goto out_workers;
@@ -775,8 +854,14 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
                 (void) sd_event_source_set_enabled(sup.hang_timer, SD_EVENT_ON);
         (void) sd_notifyf(false, "STATUS=Starting %zu devices", n);
         r = sd_event_loop(sup.event);
-        if (!sup.report_taken)
+        if (!sup.report_taken) {
+                evaluate(&sup);
                 write_reports(&sup, "exit");
+        }
+        if (r >= 0 && !scenario_passed(sup.checks, sup.n_checks)) {
+                log_warning("pass_if: the run failed its thresholds (exit status %d)", SCENARIO_EXIT_FAILED);
+                r = SCENARIO_EXIT_FAILED;
+        }
         if (r == 0) {
                 WorkerReport t;
                 totals(&sup, &t);
@@ -806,6 +891,8 @@ out_workers:
         probe_free(sup.probe);
         free(sup.probe_block);
         sd_event_source_disable_unref(sup.sample_timer);
+        sd_event_source_disable_unref(sup.hold_timer);
+        sd_event_source_disable_unref(sup.storm_timer);
         sup.console = console_free(sup.console);
         sd_event_source_disable_unref(sup.summary_timer);
         sd_event_source_disable_unref(sup.kill_timer);
@@ -825,7 +912,10 @@ static void help(void) {
                "\nReports, written when the run stops and on SIGUSR1:\n"
                "  --report FILE.json       metadata, percentiles, counters, a table of every device\n"
                "  --junit FILE.xml         one testcase per device: offline, failed OTA or rollback fail\n"
-               "  --report-html FILE       one self-contained page with charts\n");
+               "  --report-html FILE       one self-contained page with charts\n"
+               "\n  --scenario FILE          a load test as a file: its keys (scenario = { … }, ramp, telemetry, …)\n"
+               "                           are read over the config's\n"
+               "\nExit status: 0; 1 on an error; 3 when scenario.pass_if thresholds failed.\n");
 }
 
 int main(int argc, char *argv[]) {
@@ -837,6 +927,7 @@ int main(int argc, char *argv[]) {
                 { "report", required_argument, NULL, 'R' },
                 { "junit", required_argument, NULL, 'J' },
                 { "report-html", required_argument, NULL, 'H' },
+                { "scenario", required_argument, NULL, 'S' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -867,6 +958,9 @@ int main(int argc, char *argv[]) {
                         break;
                 case 'H':
                         reports.html = optarg;
+                        break;
+                case 'S':
+                        reports.scenario = optarg;
                         break;
                 case 'h':
                         help();
@@ -901,5 +995,6 @@ int main(int argc, char *argv[]) {
                 (void) raise_nofile();
                 return worker_run(config_path, idx, n, first, count) < 0 ? 1 : 0;
         }
-        return run_supervisor(config_path, &reports) < 0 ? 1 : 0;
+        int r = run_supervisor(config_path, &reports);
+        return r < 0 ? 1 : r;
 }

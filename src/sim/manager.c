@@ -96,6 +96,7 @@ struct Manager {
         size_t n_in_state[_DEVICE_STATE_MAX];
 
         sd_event_source *ramp_timer;
+        sd_event_source *churn_timer;   /* scenario.churn */
         Ramp ramp;
         bool ramp_started;
 
@@ -234,6 +235,31 @@ static int ramp_handler(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* scenario.churn: one random online device of this worker drops its
+ * connection, at this worker's share of the fleet-wide rate. */
+static int churn_handler(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        double rate = m->config.churn_rate / m->n_workers;
+
+        if (m->stopping)
+                return 0;
+        if (rate <= 0) {
+                (void) sd_event_source_set_time(s, usec + 1000000); /* look again: SIGHUP may set one */
+                return 0;
+        }
+        if (m->n_in_state[DEVICE_ONLINE] > 0)
+                for (unsigned tries = 0; tries < 32; tries++) {
+                        Device *d = m->devices[(size_t) (rng_double(&m->rng) * (double) m->n_devices) % m->n_devices];
+                        if (device_get_state(d) == DEVICE_ONLINE) {
+                                device_drop(d, METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_CHURN));
+                                break;
+                        }
+                }
+        /* from when this one was due: the rate holds even when the loop is late */
+        (void) sd_event_source_set_time(s, usec + (uint64_t) (1e6 / rate));
+        return 0;
+}
+
 static int manager_start_ramp(Manager *m) {
         int r;
 
@@ -242,6 +268,21 @@ static int manager_start_ramp(Manager *m) {
         m->ramp_started = true;
         ramp_init(&m->ramp, manager_now(m), m->config.ramp_rate / m->n_workers, m->config.ramp_jitter, m->n_devices,
                   RAMP_BATCH_MAX, &m->rng);
+        switch (ramp_profile_from_string(m->config.ramp_profile)) {
+        case RAMP_STEPS: {
+                /* this worker's share of each fleet-wide step */
+                size_t k = (m->config.ramp_step_size + m->n_workers - 1) / m->n_workers;
+                ramp_set_steps(&m->ramp, k, (uint64_t) (m->config.ramp_step_interval_s * 1e6));
+                break;
+        }
+        case RAMP_POISSON:
+                ramp_set_poisson(&m->ramp);
+                break;
+        case RAMP_LINEAR:
+        case _RAMP_PROFILE_MAX:
+        case _RAMP_PROFILE_INVALID:
+                break;
+        }
         r = sd_event_add_time(m->event, &m->ramp_timer, CLOCK_MONOTONIC, m->ramp.next_due_usec, 1000, ramp_handler, m);
         if (r < 0)
                 return r;
@@ -391,6 +432,7 @@ Manager *manager_free(Manager *m) {
         slots_done(&m->ota_slots);
         slots_done(&m->connect_slots);
         sd_event_source_disable_unref(m->ramp_timer);
+        sd_event_source_disable_unref(m->churn_timer);
         http_client_free(m->http);
         free(m->ca_path);
         mqtt_loop_free(m->mqtt);
@@ -415,6 +457,10 @@ int manager_start(Manager *m) {
         r = resolver_new(m->event, m->config.broker_host, resolver_changed, m, &m->resolver);
         if (r < 0)
                 return r;
+        r = sd_event_add_time_relative(m->event, &m->churn_timer, CLOCK_MONOTONIC, 1000000, 1000, churn_handler, m);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(m->churn_timer, SD_EVENT_ON);
         m->dctx.resolver = m->resolver;
         if (resolver_n_addresses(m->resolver) > 0)
                 return manager_start_ramp(m);
@@ -427,14 +473,12 @@ void manager_stop(Manager *m, void (*done)(Manager *m, void *userdata), void *us
         m->stop_userdata = userdata;
         if (m->ramp_timer)
                 (void) sd_event_source_set_enabled(m->ramp_timer, SD_EVENT_OFF);
+        if (m->churn_timer)
+                (void) sd_event_source_set_enabled(m->churn_timer, SD_EVENT_OFF);
         for (size_t i = 0; i < m->n_devices; i++)
                 device_stop(m->devices[i]);
         /* all were off already */
         manager_check_stopped(m);
-}
-
-static char *strdup_or_keep(const char *s) {
-        return strdup(s ?: "");
 }
 
 void manager_reload(Manager *m, const DaemonConfig *c) {
@@ -446,57 +490,10 @@ void manager_reload(Manager *m, const DaemonConfig *c) {
                 log_warning("Config key '%s' changed: it takes effect after a daemon restart, ignoring", changed);
 
         /* Live keys: copied. Restart keys: copied only on the first call. */
-#define COPY_STR(f) do { char *_n = strdup_or_keep(c->f); if (_n) { free(t->f); t->f = _n; } } while (0)
-        if (first) {
-                COPY_STR(fleet_dir);
-                t->first_device = c->first_device;
-                t->device_count = c->device_count;
-                t->workers = c->workers;
-                t->devices_per_worker_max = c->devices_per_worker_max;
-                COPY_STR(broker_host);
-                t->broker_port = c->broker_port;
-                size_t n = 0;
-                while (c->bind_addresses && c->bind_addresses[n])
-                        n++;
-                char **v = calloc(n + 1, sizeof(char *));
-                if (v) {
-                        for (size_t i = 0; i < n; i++)
-                                v[i] = strdup(c->bind_addresses[i]);
-                        for (char **p = t->bind_addresses; p && *p; p++)
-                                free(*p);
-                        free(t->bind_addresses);
-                        t->bind_addresses = v;
-                }
-                t->keepalive_s = c->keepalive_s;
-                t->tls_version_min = c->tls_version_min;
-                t->qos = c->qos;
-                t->default_interval_s = c->default_interval_s;
-                t->ota_max_concurrent = c->ota_max_concurrent;
-        }
-        t->ramp_rate = c->ramp_rate;
-        t->ramp_jitter = c->ramp_jitter;
-        t->backoff_min_ms = c->backoff_min_ms;
-        t->backoff_max_ms = c->backoff_max_ms;
-        t->backoff_jitter = c->backoff_jitter;
-        t->connect_rate_max = c->connect_rate_max;
-        t->connect_inflight_max = c->connect_inflight_max;
-        t->connect_timeout_ms = c->connect_timeout_ms;
-        t->give_up_after = c->give_up_after;
-        t->boot_time_ms = c->boot_time_ms;
-        COPY_STR(log_topic);
-        COPY_STR(status_topic);
-        COPY_STR(telemetry_topic);
-        t->telemetry_enabled = c->telemetry_enabled;
-        t->telemetry_interval_s = c->telemetry_interval_s;
-        t->telemetry_qos = c->telemetry_qos;
-        COPY_STR(ota_default_url);
-        t->ota_allow_equal_version = c->ota_allow_equal_version;
-        t->ota_start_jitter_ms = c->ota_start_jitter_ms;
-        t->ota_confirm_timeout_s = c->ota_confirm_timeout_s;
-        t->summary_interval_s = c->summary_interval_s;
-        COPY_STR(log_level);
-        COPY_STR(debug_topics);
-#undef COPY_STR
+        if (first)
+                daemon_config_copy(t, c);
+        else
+                daemon_config_apply_live(t, c);
         if (!first) {
                 manager_rates(m);
                 if (m->ramp_started)
@@ -550,6 +547,9 @@ size_t manager_command(Manager *m, WorkerCommandType type, size_t pos_first, siz
                         break;
                 case WORKER_COMMAND_OTA:
                         device_ota_now(d, url && *url ? url : NULL);
+                        break;
+                case WORKER_COMMAND_STORM:
+                        device_drop(d, METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_STORM));
                         break;
                 case _WORKER_COMMAND_MAX:
                 case _WORKER_COMMAND_INVALID:

@@ -31,6 +31,7 @@ typedef enum WorkerCommandType {
         WORKER_COMMAND_RESTART,         /* as /esp/restart */
         WORKER_COMMAND_POWER_CUT,       /* power off at once, then boot again */
         WORKER_COMMAND_OTA,             /* as /esp/update/run, with `url` if set */
+        WORKER_COMMAND_STORM,           /* scenario.storm: every connection drops at once */
         _WORKER_COMMAND_MAX,
         _WORKER_COMMAND_INVALID = -EINVAL,
 } WorkerCommandType;

@@ -86,6 +86,7 @@ struct MqttClient {
         uint64_t msgs_in, msgs_out;
         unsigned unacked;               /* publishes of this session not yet acknowledged/written */
 
+        int protocol;                   /* 4 = MQTT 3.1.1, 5 = MQTT 5 */
         MqttAttemptInfo attempt;
         int early_errno;                /* a connect error the handshake's first write() took (see connect) */
         /* QoS 1 publishes and SUBSCRIBEs in flight, for their latencies: a
@@ -583,6 +584,7 @@ int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx, X509 *cert
         c->cb = *cb;
         c->userdata = userdata;
         c->fd = -1;
+        c->protocol = 4;
         c->loop = l;
         c->next = l->clients;
         if (l->clients)
@@ -638,6 +640,13 @@ int mqtt_client_set_will(MqttClient *c, const char *topic, const char *payload, 
         return 0;
 }
 
+int mqtt_client_set_protocol(MqttClient *c, int version) {
+        if (version != 4 && version != 5)
+                return -EINVAL;
+        c->protocol = version;
+        return 0;
+}
+
 int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const char *bind_address,
                         unsigned keepalive_s) {
         struct mosquitto *m;
@@ -656,7 +665,7 @@ int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const ch
         refuse_socketpair = false;
         if (!m)
                 return errno > 0 ? -errno : -ENOMEM;
-        r = mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        r = mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, c->protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
         /* Nagle would hold a second small packet (a log line after a PUBACK)
          * until the broker's delayed ACK, ~40 ms later. */
         if (r == MOSQ_ERR_SUCCESS)

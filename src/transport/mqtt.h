@@ -80,6 +80,8 @@ int mqtt_identity_check(X509 *cert, EVP_PKEY *key);
 int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx, X509 *cert, EVP_PKEY *key,
                     const MqttCallbacks *cb, void *userdata, MqttClient **ret);
 MqttClient *mqtt_client_free(MqttClient *c);
+/* The MQTT version of the next connections: 4 (3.1.1, the default) or 5. */
+int mqtt_client_set_protocol(MqttClient *c, int version);
 int mqtt_client_set_will(MqttClient *c, const char *topic, const char *payload, int qos, bool retain);
 
 /* Starts an asynchronous connect (TCP, TLS, CONNECT); the result arrives in

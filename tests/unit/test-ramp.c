@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <math.h>
 
 #include "sim/fd-budget.h"
 #include "sim/ramp.h"
@@ -105,4 +107,66 @@ Test(fd_budget, workers) {
         cr_assert_eq(fd_budget_workers(40000, 2, 0, 19424, err, sizeof err), -ERANGE);
         cr_assert(strstr(err, "workers = 2 puts up to 20000 devices") && strstr(err, "at least 3"), "%s", err);
         cr_assert_eq(fd_budget_workers(10, 0, 0, 0, err, sizeof err), -ERANGE);
+}
+
+Test(ramp, steps_start_whole_steps_at_exact_times) {
+        Ramp r;
+        uint64_t next;
+
+        /* 7 devices, 3 per step, a step every 2 s from t = 1 s */
+        ramp_init(&r, 1 * S, 100, 0.5, 7, 16, NULL);
+        ramp_set_steps(&r, 3, 2 * S);
+        cr_assert_eq(r.next_due_usec, 1 * S);
+        cr_assert_eq(ramp_take(&r, 1 * S, &next), 3);
+        cr_assert_eq(next, 3 * S);
+        cr_assert_eq(ramp_take(&r, 3 * S - 1, &next), 0);
+        cr_assert_eq(ramp_take(&r, 3 * S, &next), 3);
+        cr_assert_eq(next, 5 * S);
+        cr_assert_eq(ramp_take(&r, 9 * S, &next), 1);
+        cr_assert(ramp_done(&r));
+        cr_assert_eq(next, UINT64_MAX);
+}
+
+/* Poisson arrivals: gaps are exponential with mean 1 / rate, so over many
+ * arrivals the mean rate is close to the asked one, and the gaps vary (a
+ * coefficient of variation near 1, where a metronome has 0). */
+Test(ramp, poisson_mean_rate_and_spread) {
+        const size_t n = 20000;
+        const double rate = 50;
+
+        for (uint64_t seed = 1; seed <= 3; seed++) {
+                Rng rng;
+                Ramp r;
+                uint64_t next, prev = 0;
+                double sum = 0, sum2 = 0;
+
+                rng_seed(&rng, seed);
+                ramp_init(&r, 0, rate, 0, n, 1, &rng);
+                ramp_set_poisson(&r);
+                cr_assert_eq(r.next_due_usec, 0);
+                for (size_t i = 0; i < n; i++) {
+                        uint64_t due = r.next_due_usec;
+                        cr_assert_geq(due, prev, "arrivals out of order");
+                        if (i > 0) {
+                                double g = (double) (due - prev) / 1e6;
+                                sum += g;
+                                sum2 += g * g;
+                        }
+                        prev = due;
+                        cr_assert_eq(ramp_take(&r, due, &next), 1);
+                }
+                cr_assert(ramp_done(&r));
+                double mean = sum / (double) (n - 1);
+                double sd = sqrt(sum2 / (double) (n - 1) - mean * mean);
+                cr_assert_float_eq(1 / mean, rate, rate * 0.03, "seed %" PRIu64 ": mean rate %.2f", seed, 1 / mean);
+                cr_assert_float_eq(sd / mean, 1.0, 0.05, "seed %" PRIu64 ": CV %.3f", seed, sd / mean);
+        }
+}
+
+Test(ramp, profile_names) {
+        cr_assert_eq(ramp_profile_from_string("steps"), RAMP_STEPS);
+        cr_assert_eq(ramp_profile_from_string("poisson"), RAMP_POISSON);
+        cr_assert_eq(ramp_profile_from_string("linear"), RAMP_LINEAR);
+        cr_assert_lt(ramp_profile_from_string("zigzag"), 0);
+        cr_assert_str_eq(ramp_profile_to_string(RAMP_STEPS), "steps");
 }
