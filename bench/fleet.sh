@@ -29,25 +29,8 @@ N=${N:-2000}
 HOLD=${HOLD:-30}
 DURATION=${DURATION:-10}
 PEER=${PEER:-1}
-KEY_POOL=${KEY_POOL:-16}
-BENCH_DIR=${BENCH_DIR:-/var/tmp/espfleet-bench}
-export ESPFLEET=$top/build/src/cli/espfleet ESPFLEETD=$top/build/src/sim/espfleetd
-# mosquitto, espfleetd and node all need the whole open-file limit
-ulimit -n "$(ulimit -Hn)"
-# a connection per device plus the operator's, the s_time clients and slack
-MOSQUITTO_EXTRA_CONF="max_queued_messages 0
-max_inflight_messages 0"
-. tests/integration/lib.sh
-
-PKI=$BENCH_DIR/pki
-FLEET=$BENCH_DIR/fleet
-mkdir -p "$BENCH_DIR"
-[ -f "$PKI/$PKI_CA" ] || "$ESPFLEET" pki init "$PKI" >/dev/null
-have=$( [ -f "$FLEET/manifest.csv" ] && tail -n +2 "$FLEET/manifest.csv" | wc -l || echo 0)
-if [ "$have" -lt "$N" ]; then
-        log "provisioning $((N - have)) more devices (--key-pool $KEY_POOL)"
-        "$ESPFLEET" provision "$FLEET" --pki "$PKI" --count "$N" --key-pool "$KEY_POOL" --quiet
-fi
+. bench/bench-lib.sh
+bench_setup "$N"
 
 start_mosquitto "$PKI"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }

@@ -20,23 +20,8 @@ cd "$top"
 N=${N:-5000}
 ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-600}
-KEY_POOL=${KEY_POOL:-16}
-BENCH_DIR=${BENCH_DIR:-/var/tmp/espfleet-bench}
-export ESPFLEET=$top/build/src/cli/espfleet ESPFLEETD=$top/build/src/sim/espfleetd
-ulimit -n "$(ulimit -Hn)"
-MOSQUITTO_EXTRA_CONF="max_queued_messages 0
-max_inflight_messages 0"
-. tests/integration/lib.sh
-
-PKI=$BENCH_DIR/pki
-FLEET=$BENCH_DIR/fleet
-mkdir -p "$BENCH_DIR"
-[ -f "$PKI/$PKI_CA" ] || "$ESPFLEET" pki init "$PKI" >/dev/null
-have=$( [ -f "$FLEET/manifest.csv" ] && tail -n +2 "$FLEET/manifest.csv" | wc -l || echo 0)
-if [ "$have" -lt "$N" ]; then
-        log "provisioning $((N - have)) more devices (--key-pool $KEY_POOL)"
-        "$ESPFLEET" provision "$FLEET" --pki "$PKI" --count "$N" --key-pool "$KEY_POOL" --quiet
-fi
+. bench/bench-lib.sh
+bench_setup "$N"
 start_mosquitto "$PKI"
 hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }

@@ -10,9 +10,7 @@
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
-/* Adds `v` under `key`, taking it in every case. A NULL `v` is a json-c
- * constructor that ran out of memory (a JSON null is added with add_null()). */
-static int add(json_object *o, const char *key, json_object *v) {
+int metrics_json_add(json_object *o, const char *key, json_object *v) {
         if (!v)
                 return -ENOMEM;
         if (json_object_object_add(o, key, v) < 0) {
@@ -20,6 +18,10 @@ static int add(json_object *o, const char *key, json_object *v) {
                 return -ENOMEM;
         }
         return 0;
+}
+
+static int add(json_object *o, const char *key, json_object *v) {
+        return metrics_json_add(o, key, v);
 }
 
 static int add_null(json_object *o, const char *key) {

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include "basic/time-util.h"
 #include "basic/errmsg.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -109,13 +110,7 @@ static json_object *error_json(const char *fmt, ...) {
 }
 
 static int add(json_object *o, const char *key, json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
+        return metrics_json_add(o, key, v);
 }
 
 static int append(json_object *a, json_object *v) {
@@ -126,13 +121,6 @@ static int append(json_object *a, json_object *v) {
                 return -ENOMEM;
         }
         return 0;
-}
-
-static uint64_t realtime_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
 }
 
 /* Records a worker's block holds for its share (none without a block). */
@@ -266,7 +254,7 @@ static json_object *method_status(Control *c) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object(), *states = json_object_new_object();
         Ranking slowest = { .items = slow_items, .max = SLOWEST_MAX };
         Ranking failed = { .items = failed_items, .max = FAILED_MAX };
-        uint64_t in_state[_DEVICE_STATE_MAX] = {}, now = realtime_usec();
+        uint64_t in_state[_DEVICE_STATE_MAX] = {}, now = now_usec(CLOCK_REALTIME);
         size_t n_devices = 0;
         char started[METRICS_ISO_TIME_MAX];
 
@@ -486,7 +474,7 @@ static json_object *method_command(Control *c, json_object *req) {
         if (!json_object_object_get_ex(req, "action", &action) || !json_object_is_type(action, json_type_string))
                 return error_json("bad request: a command needs an \"action\" (restart, power-cut, ota)");
         for (size_t i = 0; i < ELEMENTSOF(action_table); i++)
-                if (streq(json_object_get_string(action), action_table[i]))
+                if (action_table[i] && streq(json_object_get_string(action), action_table[i]))
                         type = (int) i;
         if (type < 0)
                 return error_json("unknown action '%s' (restart, power-cut, ota)",

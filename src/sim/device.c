@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <syslog.h>
 
+#include "basic/time-util.h"
 #include "basic/esp-err.h"
 #include "basic/log.h"
 #include "basic/string-table.h"
@@ -106,18 +107,6 @@ static uint64_t device_now(Device *d) {
         return t;
 }
 
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
-
-static uint64_t real_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
-
 static MetricsBlock *mb(Device *d) {
         return d->ctx->metrics;
 }
@@ -133,13 +122,19 @@ static void device_note_error(Device *d, const char *fmt, ...) {
         va_end(ap);
         metrics_device_begin(d->rec);
         metrics_set_field(d->rec->last_error, buf);
-        d->rec->last_error_usec = real_usec();
+        d->rec->last_error_usec = now_usec(CLOCK_REALTIME);
+        metrics_device_end(d->rec);
+}
+
+static void rec_disconnected(Device *d) {
+        metrics_device_begin(d->rec);
+        d->rec->disconnects++;
         metrics_device_end(d->rec);
 }
 
 static int device_publish(Device *d, const char *topic, const void *payload, size_t len, int qos, bool retain,
                           uint64_t due_usec) {
-        int r = mqtt_client_publish_due(d->client, topic, payload, len, qos, retain, due_usec ?: mono_usec());
+        int r = mqtt_client_publish_due(d->client, topic, payload, len, qos, retain, due_usec ?: now_usec(CLOCK_MONOTONIC));
         if (r >= 0)
                 metrics_count(mb(d), METRIC_MESSAGES_OUT, 1);
         return r;
@@ -315,7 +310,7 @@ static void handle_command(Device *d, DeviceCommand c, bool broadcast, const voi
         case DEVICE_COMMAND_RUN:
                 log_dev_info(d->id, "Command %s%s accepted", name, broadcast ? " (broadcast)" : "");
                 if (!d->ota_run_usec) {
-                        d->ota_run_usec = mono_usec();
+                        d->ota_run_usec = now_usec(CLOCK_MONOTONIC);
                         snprintf(d->ota_from_version, sizeof d->ota_from_version, "%s", d->version);
                 }
                 device_start_ota(d, broadcast);
@@ -392,7 +387,7 @@ static void on_drained(MqttClient *c, void *userdata) {
 /* The phases of the attempt that just ended, into the histograms. */
 static void attempt_measure(Device *d, bool accepted) {
         const MqttAttemptInfo *a = mqtt_client_attempt(d->client);
-        uint64_t now = mono_usec();
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
 
         if (a->tcp_usec && a->tls_usec)
                 log_dev_debug(d->id, "Attempt %s: TCP %.1f ms, TLS %.1f ms, then %.1f ms", accepted ? "accepted" : "failed",
@@ -548,18 +543,14 @@ static void on_disconnect(MqttClient *c, bool expected, int reason, void *userda
                 /* device_power_cut() goes on from here */
                 if (d->state == DEVICE_ONLINE || d->state == DEVICE_RESTARTING || d->state == DEVICE_STOPPING) {
                         metrics_disconnected(mb(d), METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_POWER_CUT));
-                        metrics_device_begin(d->rec);
-                        d->rec->disconnects++;
-                        metrics_device_end(d->rec);
+                        rec_disconnected(d);
                 }
                 return;
         }
         switch (d->state) {
         case DEVICE_RESTARTING:
                 metrics_disconnected(mb(d), METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_REQUESTED));
-                metrics_device_begin(d->rec);
-                d->rec->disconnects++;
-                metrics_device_end(d->rec);
+                rec_disconnected(d);
                 device_enter_state(d, DEVICE_BOOTING);
                 return;
         case DEVICE_STOPPING:
@@ -575,17 +566,13 @@ static void on_disconnect(MqttClient *c, bool expected, int reason, void *userda
                 if (d->drop_reason) {
                         /* device_drop(): the scenario's own doing, not a fault */
                         metrics_disconnected(mb(d), d->drop_reason);
-                        metrics_device_begin(d->rec);
-                        d->rec->disconnects++;
-                        metrics_device_end(d->rec);
+                        rec_disconnected(d);
                         d->failures = 1;
                         break;
                 }
                 d->failures = 1;
                 metrics_disconnected(mb(d), why);
-                metrics_device_begin(d->rec);
-                d->rec->disconnects++;
-                metrics_device_end(d->rec);
+                rec_disconnected(d);
                 log_dev_warning(d->id, "Connection to the broker lost: %s", strerror(reason < 0 ? -reason : ECONNRESET));
                 device_note_error(d, "connection lost: %s (%s)", strerror(reason < 0 ? -reason : ECONNRESET),
                                   metrics_reason_name(why, rbuf, sizeof rbuf) ?: "other");
@@ -648,7 +635,7 @@ static int telemetry_handler(sd_event_source *s, uint64_t usec, void *userdata) 
          * measures end to end from then (metrics.h: METRIC_TELEMETRY) */
         uint64_t late = device_now(d) > usec ? device_now(d) - usec : 0;
         int n = snprintf(head, sizeof head, "{\"temperature\":%.2f,\"humidity\":%.2f,\"due\":%" PRIu64,
-                         d->temperature, d->humidity, real_usec() - late);
+                         d->temperature, d->humidity, now_usec(CLOCK_REALTIME) - late);
         /* telemetry.payload_size: a "pad" field brings the JSON to that size */
         size_t want = MAX((size_t) cfg(d)->telemetry_payload_size, (size_t) n + 1);
         payload = malloc(want + 16);
@@ -718,7 +705,7 @@ static void ota_log(OtaSession *o, char level, const char *tag, const char *mess
 
 static void ota_event(OtaSession *o, OtaEvent e, int64_t arg, void *userdata) {
         Device *d = userdata;
-        uint64_t now = mono_usec();
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
 
         switch (e) {
         case OTA_EVENT_START:
@@ -749,7 +736,7 @@ static void ota_event(OtaSession *o, OtaEvent e, int64_t arg, void *userdata) {
 
 /* The outcome into the counters and the device's OTA history. */
 static void ota_record(Device *d, const OtaOutcome *out) {
-        uint64_t now = mono_usec();
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
 
         metrics_ota_result(mb(d), out->ok ? 0 : out->error);
         metrics_count(mb(d), METRIC_OTA_BYTES, out->bytes);
@@ -760,7 +747,7 @@ static void ota_record(Device *d, const OtaOutcome *out) {
         }
         metrics_device_begin(d->rec);
         MetricsOtaRecord *h = &d->rec->ota_history[d->rec->ota_count % METRICS_OTA_HISTORY];
-        h->at_usec = real_usec();
+        h->at_usec = now_usec(CLOCK_REALTIME);
         h->error = out->ok ? 0 : out->error;
         h->duration_ms = d->ota_start_usec ? (uint32_t) MIN((now - d->ota_start_usec) / 1000, (uint64_t) UINT32_MAX) : 0;
         metrics_set_field(h->version, out->new_version ?: "");
@@ -1141,7 +1128,7 @@ bool device_connect_slot_granted(Device *d) {
 
 static void enter_online(Device *d) {
         if (d->ota_run_usec && !streq(d->version, d->ota_from_version)) {
-                metrics_observe(mb(d), METRIC_OTA_RUN_TO_ONLINE, mono_usec() - d->ota_run_usec);
+                metrics_observe(mb(d), METRIC_OTA_RUN_TO_ONLINE, now_usec(CLOCK_MONOTONIC) - d->ota_run_usec);
                 d->ota_run_usec = 0;
         }
         d->failures = 0;
@@ -1254,7 +1241,7 @@ static void device_apply_state(Device *d, DeviceState s) {
         if (old != s) {
                 metrics_device_begin(d->rec);
                 d->rec->state = (uint8_t) s;
-                d->rec->state_since_usec = real_usec();
+                d->rec->state_since_usec = now_usec(CLOCK_REALTIME);
                 metrics_device_end(d->rec);
         }
         if (s != DEVICE_CONNECTING)
@@ -1358,7 +1345,7 @@ int device_new(const DeviceContext *ctx, const FleetDeviceEntry *e, MetricsDevic
         metrics_device_begin(rec);
         metrics_set_field(rec->id, e->id);
         rec->state = DEVICE_OFF;
-        rec->state_since_usec = real_usec();
+        rec->state_since_usec = now_usec(CLOCK_REALTIME);
         rec->ota_active = 0;
         metrics_device_end(rec);
         d->index = e->index;
@@ -1467,7 +1454,7 @@ void device_ota_now(Device *d, const char *url) {
         d->ota_url_override = url ? strdup(url) : NULL;
         log_dev_info(d->id, "OTA requested by the operator%s%s", url ? " from " : "", url ?: "");
         if (!d->ota_run_usec) {
-                d->ota_run_usec = mono_usec();
+                d->ota_run_usec = now_usec(CLOCK_MONOTONIC);
                 snprintf(d->ota_from_version, sizeof d->ota_from_version, "%s", d->version);
         }
         device_start_ota(d, false);

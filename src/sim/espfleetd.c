@@ -16,6 +16,7 @@
 #include <systemd/sd-event.h>
 #include <syslog.h>
 
+#include "basic/time-util.h"
 #include "basic/log.h"
 #include "basic/parse-util.h"
 #include "fleet/fleet-dir.h"
@@ -356,12 +357,6 @@ static int log_oom(void) {
         return log_error_errno(ENOMEM, "Out of memory");
 }
 
-static uint64_t real_now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
-
 /* Writes every report asked for; `reason` says what ended (or paused) the run. */
 static void write_reports(Supervisor *sup, const char *reason) {
         _cleanup_free_ MetricsBlock **blocks = NULL;
@@ -382,7 +377,7 @@ static void write_reports(Supervisor *sup, const char *reason) {
                 .config = &sup->config,
                 .config_path = sup->config_path,
                 .started_usec = sup->started_real_usec,
-                .ended_usec = real_now_usec(),
+                .ended_usec = now_usec(CLOCK_REALTIME),
                 .reason = reason,
                 .timeline = &sup->timeline,
                 .checks = sup->evaluated ? sup->checks : NULL,
@@ -792,7 +787,7 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
                 goto out;
         }
         timeline_init(&sup.timeline);
-        sup.started_real_usec = real_now_usec();
+        sup.started_real_usec = now_usec(CLOCK_REALTIME);
         if (console_wanted()) {
                 r = console_new(sup.event, &sup.console);
                 if (r < 0)

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/time-util.h"
 #include "basic/errmsg.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -39,18 +40,6 @@ struct Probe {
         Backoff backoff;
         sd_event_source *retry_timer;
 };
-
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
-
-static uint64_t real_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
 
 /* "/esp/%s/log" -> "/esp/+/log" */
 static char *topic_filter(const char *tmpl) {
@@ -94,7 +83,7 @@ static uint64_t telemetry_due(const void *payload, size_t len) {
 static void on_message(MqttClient *c, const char *topic, const void *payload, size_t len, void *userdata) {
         Probe *p = userdata;
         char id[64];
-        uint64_t now = mono_usec();
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
 
         metrics_count(p->block, METRIC_PROBE_MESSAGES, 1);
         if (probe_topic_id(p->log_topic, topic, id, sizeof id)) {
@@ -104,7 +93,7 @@ static void on_message(MqttClient *c, const char *topic, const void *payload, si
                 return;
         }
         if (probe_topic_id(p->telemetry_topic, topic, id, sizeof id)) {
-                uint64_t due = telemetry_due(payload, len), t = real_usec();
+                uint64_t due = telemetry_due(payload, len), t = now_usec(CLOCK_REALTIME);
                 if (due > 0 && due <= t)
                         metrics_observe(p->block, METRIC_TELEMETRY, t - due);
                 return;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/time-util.h"
 #include "basic/log.h"
 #include "transport/mqtt.h"
 
@@ -34,12 +35,6 @@
 #define MQTT_EVENTS_PER_DISPATCH 256
 /* Publishes and subscriptions timed per client at once. */
 #define MQTT_TIMED_MAX 8
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
 
 struct MqttLoop {
         sd_event *event;
@@ -172,9 +167,9 @@ static void ssl_info_cb(const SSL *ssl, int where, int ret) {
          * succeeded). libmosquitto starts the handshake inside connect(), so
          * this is the first moment the socket is known to be connected. */
         if ((where & SSL_CB_LOOP) && !c->attempt.tcp_usec && SSL_get_state(ssl) == TLS_ST_CR_SRVR_HELLO)
-                c->attempt.tcp_usec = now_usec();
+                c->attempt.tcp_usec = now_usec(CLOCK_MONOTONIC);
         if ((where & SSL_CB_HANDSHAKE_DONE) && !c->attempt.tls_usec)
-                c->attempt.tls_usec = now_usec();
+                c->attempt.tls_usec = now_usec(CLOCK_MONOTONIC);
         if (where & SSL_CB_ALERT) {
                 if (where & SSL_CB_READ) {
                         if (c->attempt.alert_received < 0)
@@ -375,7 +370,7 @@ static void cb_publish(struct mosquitto *m, void *userdata, int mid) {
                 c->unacked--;
         for (unsigned i = 0; i < c->n_pubs; i++)
                 if (c->pubs[i].mid == mid) {
-                        uint64_t t = c->pubs[i].usec, now = now_usec();
+                        uint64_t t = c->pubs[i].usec, now = now_usec(CLOCK_MONOTONIC);
                         memmove(&c->pubs[i], &c->pubs[i + 1], (c->n_pubs - i - 1) * sizeof c->pubs[0]);
                         c->n_pubs--;
                         if (c->cb.on_puback)
@@ -391,7 +386,7 @@ static void cb_subscribe(struct mosquitto *m, void *userdata, int mid, int qos_c
 
         for (unsigned i = 0; i < c->n_subs; i++)
                 if (c->subs[i].mid == mid) {
-                        uint64_t t = c->subs[i].usec, now = now_usec();
+                        uint64_t t = c->subs[i].usec, now = now_usec(CLOCK_MONOTONIC);
                         char *filter = c->sub_filter[i];
                         bool refused = false;
                         for (int k = 0; k < qos_count; k++)
@@ -655,7 +650,7 @@ int mqtt_client_connect(MqttClient *c, const char *host, unsigned port, const ch
         if (c->mosq)
                 return -EALREADY;
         c->attempt = (MqttAttemptInfo) {
-                .started_usec = now_usec(),
+                .started_usec = now_usec(CLOCK_MONOTONIC),
                 .connack = -1,
                 .alert_received = -1,
                 .alert_sent = -1,
@@ -762,7 +757,7 @@ int mqtt_client_subscribe(MqttClient *c, const char *topic, int qos) {
                         c->n_subs--;
                 }
                 c->subs[c->n_subs].mid = mid;
-                c->subs[c->n_subs].usec = now_usec();
+                c->subs[c->n_subs].usec = now_usec(CLOCK_MONOTONIC);
                 c->sub_filter[c->n_subs] = strdup(topic);
                 c->n_subs++;
         }
@@ -771,7 +766,7 @@ int mqtt_client_subscribe(MqttClient *c, const char *topic, int qos) {
 }
 
 int mqtt_client_publish(MqttClient *c, const char *topic, const void *payload, size_t len, int qos, bool retain) {
-        return mqtt_client_publish_due(c, topic, payload, len, qos, retain, now_usec());
+        return mqtt_client_publish_due(c, topic, payload, len, qos, retain, now_usec(CLOCK_MONOTONIC));
 }
 
 int mqtt_client_publish_due(MqttClient *c, const char *topic, const void *payload, size_t len, int qos,

@@ -223,6 +223,23 @@ wait_count() {
         done
 }
 
+# start_notify_listener SOCKET OUT: a stand-in for systemd's notify socket;
+# every datagram becomes one line of OUT ("READY=1 | STATUS=…").
+start_notify_listener() {
+        local sock=$1 out=$2
+        python3 - "$sock" "$out" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "a") as out:
+    while True:
+        out.write(s.recv(65536).decode(errors="replace").replace("\n", " | ") + "\n")
+        out.flush()
+PY
+        _PIDS+=("$!")
+        wait_for 5 test -S "$sock" || fail "notify listener did not start"
+}
+
 # start_s_server PKI DOCROOT -> OTA_PORT: `openssl s_server -WWW` exactly as
 # the secure_esp README runs its update server.
 start_s_server() {

@@ -13,18 +13,7 @@ provision "$T/fleet" "$T/pki" "$N"
 start_mosquitto "$T/pki"
 mqtt_sub_bg "$T/pki" "$T/status.out" '/esp/+/status'
 
-python3 - "$T/notify.sock" "$T/notify.out" <<'PY' &
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-with open(sys.argv[2], "a") as out:
-    while True:
-        msg = s.recv(65536).decode(errors="replace")
-        out.write(msg.replace("\n", " | ") + "\n")
-        out.flush()
-PY
-_PIDS+=("$!")
-wait_for 5 test -S "$T/notify.sock" || fail "notify listener did not start"
+start_notify_listener "$T/notify.sock" "$T/notify.out"
 
 write_conf "$T/espfleetd.conf" "$T/fleet" \
         'workers = 2;' \
