@@ -276,7 +276,7 @@ static const ConfigItem config_items[] = {
           .comment = "device log topic, %s = device id; \"/esp/log\" is the secure_esp seed's shared topic" },
         { "device.status_topic", CONFIG_STRING, F(status_topic), "/esp/%s/status", .check = check_topic_template, .live = true,
           .comment = "retained status (online/offline via will, running version)" },
-        { "device.default_interval", CONFIG_UINT, F(default_interval_s), "3600", 300, 9999999,
+        { "device.default_interval", CONFIG_UINT, F(default_interval_s), "3600", 1, 9999999,
           .comment = "OTA check interval in seconds until /esp/update/interval sets one" },
 
         { "telemetry.enabled", CONFIG_BOOL, F(telemetry_enabled), "false", .live = true,

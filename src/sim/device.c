@@ -92,6 +92,7 @@ struct Device {
         uint64_t ota_start_usec, ota_written_usec;
         char *ota_url_override;         /* device_ota_now(url) */
         unsigned drop_reason;           /* device_drop() is dropping the connection: its metrics reason */
+        bool reboot_pending;            /* an OTA finished while connecting: reboot once the attempt ends */
 };
 
 static void device_enter_state(Device *d, DeviceState s);
@@ -772,8 +773,15 @@ static void ota_outcome(OtaSession *o, const OtaOutcome *out, void *userdata) {
                 /* ota-session.h allows freeing the session from its outcome callback */
                 device_ota_end(d);
                 device_flash_idle(d);
+                /* esp_restart() does not wait for the broker: with MQTT down
+                 * (BACKOFF) the device reboots at once, and an attempt in
+                 * flight (CONNECTING) reboots when it ends */
                 if (d->state == DEVICE_ONLINE || d->state == DEVICE_NO_CONNECT)
                         device_enter_state(d, DEVICE_RESTARTING);
+                else if (d->state == DEVICE_BACKOFF)
+                        device_enter_state(d, DEVICE_BOOTING);
+                else if (d->state == DEVICE_CONNECTING)
+                        d->reboot_pending = true;
                 return;
         }
         log_dev_warning(d->id, "OTA failed: %s (%s) after %u request(s)", out->message ?: "",
@@ -863,9 +871,14 @@ static void device_start_ota(Device *d, bool broadcast) {
 
 static int ota_interval_handler(sd_event_source *s, uint64_t usec, void *userdata) {
         Device *d = userdata;
+        bool have_url = d->settings.use_url ? d->settings.url[0] : cfg(d)->ota_default_url && *cfg(d)->ota_default_url;
 
-        if (d->state == DEVICE_ONLINE)
+        /* a periodic check with nowhere to look is quiet (a fleet would warn
+         * thousands of times an hour); /esp/update/run still says why */
+        if (d->state == DEVICE_ONLINE && have_url)
                 device_start_ota(d, false);
+        else if (d->state == DEVICE_ONLINE)
+                log_dev_debug(d->id, "Periodic OTA check skipped: no URL (use_url = %u)", d->settings.use_url);
         (void) sd_event_source_set_time(s, usec + (uint64_t) d->interval_effective * 1000000);
         (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         return 0;
@@ -876,7 +889,8 @@ static int ota_interval_handler(sd_event_source *s, uint64_t usec, void *userdat
 static void ota_interval_arm(Device *d, bool on) {
         uint64_t usec = (uint64_t) d->interval_effective * 1000000;
 
-        if (!on || d->settings.interval == 0) {
+        /* the stored interval, or device.default_interval until one is stored */
+        if (!on || d->interval_effective == 0) {
                 if (d->ota_timer)
                         (void) sd_event_source_set_enabled(d->ota_timer, SD_EVENT_OFF);
                 return;
@@ -1247,6 +1261,13 @@ static void device_apply_state(Device *d, DeviceState s) {
         if (s != DEVICE_CONNECTING)
                 d->connect_due_usec = 0;
         device_disarm(d);
+
+        if (d->reboot_pending && (s == DEVICE_ONLINE || s == DEVICE_BACKOFF)) {
+                /* the new image waits: restart now (online: say goodbye first) */
+                d->reboot_pending = false;
+                device_enter_state(d, s == DEVICE_ONLINE ? DEVICE_RESTARTING : DEVICE_BOOTING);
+        } else if (s == DEVICE_BOOTING || s == DEVICE_OFF || s == DEVICE_STOPPING)
+                d->reboot_pending = false;
 
         switch (s) {
         case DEVICE_OFF:
