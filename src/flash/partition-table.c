@@ -442,6 +442,13 @@ static int partition_table_verify(const PartitionTable *t, const char *filename,
                         return report(err, errlen, filename, p->line,
                                       "Partition %s invalid: '%s' partition of type %u and subtype %u is always read-write and cannot be read-only",
                                       p->name, p->name, p->type, p->subtype);
+                /* gen_esp32part.py: NVS_RW_MIN_PARTITION_SIZE */
+                if (p->type == PARTITION_TYPE_DATA && p->subtype == PARTITION_SUBTYPE_DATA_NVS &&
+                    p->size < PARTITION_NVS_RW_MIN_SIZE && !(p->flags & PARTITION_FLAG_READONLY))
+                        return report(err, errlen, filename, p->line,
+                                      "Partition %s invalid: '%s' partition of type %u and subtype %u of this size (0x%" PRIx32
+                                      ") must be flagged as 'readonly' (the size of read/write NVS has to be at least 0x%x)",
+                                      p->name, p->name, p->type, p->subtype, p->size, PARTITION_NVS_RW_MIN_SIZE);
                 if ((uint64_t) p->offset + p->size > UINT32_MAX + UINT64_C(1))
                         return report(err, errlen, filename, p->line,
                                       "Partition %s invalid: it ends beyond the 4 GiB address space", p->name);
@@ -868,6 +875,18 @@ unsigned partition_table_ota_count(const PartitionTable *t) {
         while (partition_table_find_ota(t, n))
                 n++;
         return n;
+}
+
+int partition_table_verify_fits(const PartitionTable *t, uint32_t flash_bytes, char *err, size_t errlen) {
+        uint32_t end = partition_table_flash_size(t);
+        const double mb = 1024.0 * 1024.0;
+
+        if (end <= flash_bytes)
+                return 0;
+        /* gen_esp32part.py's verify_size_fits() */
+        snprintf(err, errlen, "Partitions tables occupies %.1fMB of flash (%" PRIu32 " bytes) which does not fit in "
+                 "available flash size %uMB.", end / mb, end, (unsigned) (flash_bytes / (1024 * 1024)));
+        return -EFBIG;
 }
 
 uint32_t partition_table_flash_size(const PartitionTable *t) {

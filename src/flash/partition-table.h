@@ -46,6 +46,8 @@
 #define PARTITION_SUBTYPE_DATA_OTA 0x00u      /* otadata */
 #define PARTITION_SUBTYPE_DATA_PHY 0x01u
 #define PARTITION_SUBTYPE_DATA_NVS 0x02u
+/* gen_esp32part.py: a read/write NVS needs 3 sectors */
+#define PARTITION_NVS_RW_MIN_SIZE 0x3000u
 #define PARTITION_SUBTYPE_DATA_COREDUMP 0x03u
 #define PARTITION_SUBTYPE_DATA_NVS_KEYS 0x04u
 #define PARTITION_SUBTYPE_DATA_EFUSE 0x05u
@@ -111,6 +113,8 @@ unsigned partition_table_ota_count(const PartitionTable *t);
 
 /* End of the last partition: the flash size the table needs. */
 uint32_t partition_table_flash_size(const PartitionTable *t);
+/* -EFBIG (with gen_esp32part's message) when the table ends past a flash of `flash_bytes`. */
+int partition_table_verify_fits(const PartitionTable *t, uint32_t flash_bytes, char *err, size_t errlen);
 
 /* The flash window of a partition. */
 FlashRegion partition_region(Flash *f, const Partition *p);

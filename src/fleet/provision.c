@@ -544,7 +544,12 @@ static int load_partitions(Plan *p, char *err, size_t errlen) {
             !partition_table_find(p->table, PARTITION_TYPE_DATA, PARTITION_SUBTYPE_DATA_OTA))
                 return errf(err, errlen, -EINVAL, "%s: a device needs nvs, otadata, esp_secure_cert and ota_0 partitions",
                             p->o->partition_table ?: stored);
-        p->flash_size = MAX(FLASH_DEFAULT_SIZE, ALIGN_TO(partition_table_flash_size(p->table), FLASH_SECTOR_SIZE));
+        /* the emulated chip has FLASH_DEFAULT_SIZE of flash: a table past it is refused, not a larger file */
+        char fit[256];
+        r = partition_table_verify_fits(p->table, FLASH_DEFAULT_SIZE, fit, sizeof fit);
+        if (r < 0)
+                return errf(err, errlen, r, "%s: %s", p->o->partition_table ?: stored, fit);
+        p->flash_size = FLASH_DEFAULT_SIZE;
         return write_file_atomic(stored, text, len, 0644);
 }
 

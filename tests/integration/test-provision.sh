@@ -182,5 +182,12 @@ expect_fail "differs from" "$ESPFLEET" device show "$T/b6" "$id0"
 cp -a "$F" "$T/b7"; echo "garbage = 1;" >>"$T/b7/fleet.conf"
 expect_fail "fleet.conf:12: unknown key 'garbage'" "$ESPFLEET" device list "$T/b7"
 
+# a partition table that ends past the chip's 4 MiB flash is refused (gen_esp32part's words), not a larger file
+cp "$SOURCE_DIR/etc/partitions.csv" "$T/big.csv"
+echo "big,data,fat,0x3f0000,0x20000," >>"$T/big.csv"
+expect_fail "which does not fit in available flash size 4MB" "$ESPFLEET" provision "$T/big-fleet" --pki "$PKI" --count 1 \
+        --partition-table "$T/big.csv"
+[ ! -e "$T/big-fleet/devices" ] || [ -z "$(ls "$T/big-fleet/devices")" ] || fail "a refused table left devices behind"
+
 cmp -s "$PKI/ca.crt" "$T/ca.before" || fail "a refused pki init changed ca.crt"
 echo "ok: pki init, provisioning, re-runs, replays and error cases"

@@ -98,7 +98,7 @@ Test(config, out_of_range) {
         expect_error("ramp = { jitter = 1.5; };", 1, "ramp.jitter", "out of range");
         expect_error("ramp = { rate = 0; };", 1, "ramp.rate", "out of range");
         expect_error("workers = 65;", 1, "workers", "out of range");
-        expect_error("device = { default_interval = 299; };", 1, "device.default_interval", "out of range");
+        expect_error("device = { default_interval = 0; };", 1, "device.default_interval", "out of range");
         expect_error("broker = { port = 9999999999; };", 1, "broker.port", "out of range");
 }
 

@@ -188,7 +188,9 @@ static const struct {
         { "a,app,factory,,0x1800\n", "bad.csv:1: Partition a invalid: Size 0x1800 is not aligned to 0x1000" },
         { "otadata,data,ota,,0x1000\n", "bad.csv:1: otadata partition 'otadata' must have size = 0x2000" },
         { "o1,data,ota,,0x2000\no2,data,ota,,0x2000\n", "bad.csv:2: Found multiple otadata partitions" },
-        { "nvs,data,nvs,,0x1000\n\nnvs,data,nvs,,0x1000\n", "bad.csv:3: Partition names must be unique: 'nvs' is already used at line 1" },
+        { "nvs,data,nvs,,0x3000\n\nnvs,data,nvs,,0x3000\n", "bad.csv:3: Partition names must be unique: 'nvs' is already used at line 1" },
+        /* gen_esp32part.py: NVS_RW_MIN_PARTITION_SIZE (a read-only one may be smaller) */
+        { "nvs,data,nvs,0x9000,0x2000\n", "bad.csv:1: Partition nvs invalid: 'nvs' partition of type 1 and subtype 2 of this size (0x2000) must be flagged as 'readonly' (the size of read/write NVS has to be at least 0x3000)" },
         { "a_very_long_name_x,data,nvs,,0x1000\n", "bad.csv:1: Partition name 'a_very_long_name_x' is longer than 16 characters" },
         { ",data,nvs,,0x1000\n", "bad.csv:1: Partition name is empty" },
         { "otadata,data,ota,,0x2000,readonly\n", "is always read-write and cannot be read-only" },
@@ -196,7 +198,7 @@ static const struct {
         { "x,data,nvs,$OFFSET,0x1000\n", "bad.csv:1: Environment variables are not supported" },
         { "x,data,nvs,0xffff0000,0x20000\n", "does not fit below 4 GiB" },
         { "x,data,nvs,0x9000,010\n", "bad.csv:1: Invalid size '010'" },
-        { "# mac\rnvs,data,nvs,,0x1000\r\rnvs,data,nvs,,0x1000\r", "bad.csv:4: Partition names must be unique" },
+        { "# mac\rnvs,data,nvs,,0x3000\r\rnvs,data,nvs,,0x3000\r", "bad.csv:4: Partition names must be unique" },
 };
 
 Test(partition_table, bad_csv_messages) {
@@ -376,4 +378,28 @@ Test(partition_table, mangled_inputs) {
                 cr_assert(r == 0 || strncmp(err, "fuzz.csv", 8) == 0, "round %u: '%s'", round, err);
                 partition_table_free(t);
         }
+}
+
+/* A read-only NVS may be below 0x3000 (gen_esp32part accepts it). */
+Test(partition_table, small_readonly_nvs) {
+        PartitionTable *t = NULL;
+        char err[512] = "";
+
+        cr_assert_eq(partition_table_from_csv("nvs,data,nvs,0x9000,0x1000,readonly\n", "ro.csv", &t, err, sizeof err), 0,
+                     "%s", err);
+        partition_table_free(t);
+}
+
+/* A table that ends past the chip's flash is refused with gen_esp32part's words. */
+Test(partition_table, fits_flash) {
+        PartitionTable *t = NULL;
+        char err[512] = "";
+
+        cr_assert_eq(partition_table_from_csv("nvs,data,nvs,0x9000,0x6000\nbig,data,fat,0x3f0000,0x20000\n", "big.csv", &t,
+                                              err, sizeof err), 0, "%s", err);
+        cr_assert_eq(partition_table_verify_fits(t, 4 * 1024 * 1024, err, sizeof err), -EFBIG);
+        cr_assert_str_eq(err, "Partitions tables occupies 4.1MB of flash (4259840 bytes) which does not fit in available "
+                              "flash size 4MB.");
+        cr_assert_eq(partition_table_verify_fits(t, 8 * 1024 * 1024, err, sizeof err), 0);
+        partition_table_free(t);
 }
