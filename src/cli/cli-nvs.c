@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -550,7 +551,59 @@ static int do_key(const char *verb, int argc, char **argv, const char *keyfile) 
         return cli_json_print(o);
 }
 
+/* GNU getopt would read a negative VALUE ("nvs set … i16 -32768") as the
+ * options -3, -2, …: such arguments are hidden from it behind a \001
+ * prefix and shown again once it is done (it only moves them around). */
+#define NEGATIVE_MAX 8
+typedef struct Negatives {
+        char *saved[NEGATIVE_MAX];
+        size_t n;
+} Negatives;
+
+static bool looks_negative(const char *a) {
+        return a[0] == '-' && (isdigit((unsigned char) a[1]) || (a[1] == '.' && isdigit((unsigned char) a[2])));
+}
+
+static void negatives_hide(Negatives *n, int argc, char **argv) {
+        for (int i = 1; i < argc && n->n < NEGATIVE_MAX; i++) {
+                if (streq(argv[i], "--"))
+                        break;
+                if (!looks_negative(argv[i]))
+                        continue;
+                char *h = malloc(strlen(argv[i]) + 2);
+                if (!h)
+                        return;
+                h[0] = '\001';
+                strcpy(h + 1, argv[i]);
+                n->saved[n->n++] = h;
+                argv[i] = h;
+        }
+}
+
+static void negatives_show(Negatives *n, int argc, char **argv) {
+        for (int i = 0; i < argc; i++)
+                if (argv[i][0] == '\001')
+                        argv[i]++;
+}
+
+static void negatives_free(Negatives *n) {
+        for (size_t i = 0; i < n->n; i++)
+                free(n->saved[i]);
+}
+
+static int verb_nvs_parsed(int argc, char **argv);
+
 int verb_nvs(int argc, char **argv) {
+        Negatives n = {};
+        int r;
+
+        negatives_hide(&n, argc, argv);
+        r = verb_nvs_parsed(argc, argv);
+        negatives_free(&n);
+        return r;
+}
+
+static int verb_nvs_parsed(int argc, char **argv) {
         enum { ARG_VERSION = 0x100, ARG_ENCRYPT, ARG_KEYGEN, ARG_KEYFILE, ARG_FORMAT };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -605,6 +658,7 @@ int verb_nvs(int argc, char **argv) {
                 default:
                         return 2;
                 }
+        negatives_show(NULL, argc, argv);
 
         if (optind >= argc) {
                 nvs_help();

@@ -66,6 +66,10 @@ printf -v odd 'caf\xc3\xa9 "q" \\ /\t\x01\x7f\xff!'
 "$ESPFLEET" nvs set "$dev" secure_esp interval u32 4242 || fail "nvs set interval"
 "$ESPFLEET" nvs set "$dev" app offset i64 -- -9223372036854775808 || fail "nvs set offset"
 "$ESPFLEET" nvs set "$dev" app blob hex2bin 00ff10ab || fail "nvs set blob"
+# a negative value without "--" is a value, not options (issue #9 §4)
+"$ESPFLEET" nvs set "$dev" app low i16 -32768 || fail "nvs set i16 -32768 without --"
+[ "$("$ESPFLEET" nvs get "$dev" app low)" = "-32768" ] || fail "nvs get i16 after a negative set"
+"$ESPFLEET" nvs erase "$dev" app low || fail "nvs erase low"
 "$ESPFLEET" nvs dump "$dev" --format json >"$T/nvs.json" || fail "nvs dump --format json"
 printf '%s' "$odd" >"$T/odd.bin"
 check_json "$T/nvs.json" '
