@@ -28,7 +28,7 @@ static int add_null(json_object *o, const char *key) {
         return json_object_object_add(o, key, NULL) < 0 ? -ENOMEM : 0;
 }
 
-static int append(json_object *a, json_object *v) {
+int metrics_json_append(json_object *a, json_object *v) {
         if (!v)
                 return -ENOMEM;
         if (json_object_array_add(a, v) < 0) {
@@ -36,6 +36,10 @@ static int append(json_object *a, json_object *v) {
                 return -ENOMEM;
         }
         return 0;
+}
+
+static int append(json_object *a, json_object *v) {
+        return metrics_json_append(a, v);
 }
 
 /* The length of the UTF-8 sequence at p (RFC 3629 §4: no overlong forms, no

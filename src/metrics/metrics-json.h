@@ -49,6 +49,8 @@ json_object *metrics_seconds_json(uint64_t usec);
 /* Adds `v` under `key`, taking it in every case (freed on failure); a NULL
  * `v` is a json-c constructor that ran out of memory. 0 or -ENOMEM. */
 int metrics_json_add(json_object *o, const char *key, json_object *v);
+/* The same for an array element. */
+int metrics_json_append(json_object *a, json_object *v);
 
 /* Formats a CLOCK_REALTIME time in µs as ISO 8601 UTC with milliseconds.
  * `size` >= METRICS_ISO_TIME_MAX. Returns buf. */

@@ -114,13 +114,7 @@ static int add(json_object *o, const char *key, json_object *v) {
 }
 
 static int append(json_object *a, json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_array_add(a, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
+        return metrics_json_append(a, v);
 }
 
 /* Records a worker's block holds for its share (none without a block). */

@@ -495,6 +495,17 @@ static void on_connect(MqttClient *c, int rc, void *userdata) {
         }
 }
 
+/* After a failed attempt or a lost connection: BACKOFF, or FAILED once
+ * reconnect.give_up_after attempts in a row failed. */
+static void retry_or_give_up(Device *d) {
+        d->settled = true;
+        if (cfg(d)->give_up_after > 0 && d->failures >= cfg(d)->give_up_after) {
+                log_dev_error(d->id, "Giving up after %u failed connection attempts", d->failures);
+                device_enter_state(d, DEVICE_FAILED);
+        } else
+                device_enter_state(d, DEVICE_BACKOFF);
+}
+
 /* A connection attempt that failed (asynchronously, or already inside
  * connect()): counted by reason, logged in words, then BACKOFF or FAILED. */
 static void attempt_failed(Device *d, int reason) {
@@ -529,12 +540,7 @@ static void attempt_failed(Device *d, int reason) {
                         cfg(d)->broker_port, d->failures, why_name, what);
         device_note_error(d, "connect to %s:%u failed: %s: %s", cfg(d)->broker_host, cfg(d)->broker_port,
                           why_name, what);
-        d->settled = true;
-        if (cfg(d)->give_up_after > 0 && d->failures >= cfg(d)->give_up_after) {
-                log_dev_error(d->id, "Giving up after %u failed connection attempts", d->failures);
-                device_enter_state(d, DEVICE_FAILED);
-        } else
-                device_enter_state(d, DEVICE_BACKOFF);
+        retry_or_give_up(d);
 }
 
 static void on_disconnect(MqttClient *c, bool expected, int reason, void *userdata) {
@@ -589,12 +595,7 @@ static void on_disconnect(MqttClient *c, bool expected, int reason, void *userda
         case _DEVICE_STATE_INVALID:
                 return;
         }
-        d->settled = true;
-        if (cfg(d)->give_up_after > 0 && d->failures >= cfg(d)->give_up_after) {
-                log_dev_error(d->id, "Giving up after %u failed connection attempts", d->failures);
-                device_enter_state(d, DEVICE_FAILED);
-        } else
-                device_enter_state(d, DEVICE_BACKOFF);
+        retry_or_give_up(d);
 }
 
 static void subscribe_all(Device *d) {
