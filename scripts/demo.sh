@@ -54,14 +54,20 @@ start_s_server "$PKI" "$WWW"
 URL="https://localhost:$OTA_PORT/secure_esp.bin"
 echo "firmware URL: $URL"
 
+METRICS_PORT=$(free_port)
 write_conf "$DEMO/espfleet.conf" "$FLEET" \
         "ramp = { rate = 50.0; };" \
         "ota = { default_url = \"$URL\"; };" \
-        "log = { summary_interval = 5; };"
+        "log = { summary_interval = 5; };" \
+        "metrics = { listen = \"127.0.0.1:$METRICS_PORT\"; };"
 mqtt_sub_bg "$PKI" "$T/fleet.out" '/esp/+/log' '/esp/+/status'
 
-say "Starting espfleetd -c $DEMO/espfleet.conf"
-start_daemon "$DEMO/espfleet.conf"
+say "Starting espfleetd -c $DEMO/espfleet.conf --report $DEMO/report.json --report-html $DEMO/report.html"
+"$ESPFLEETD" -c "$DEMO/espfleet.conf" --report "$DEMO/report.json" --junit "$DEMO/report.xml" \
+        --report-html "$DEMO/report.html" >>"$T/espfleetd.log" 2>&1 &
+DAEMON_PID=$!
+_PIDS+=("$DAEMON_PID")
+echo "metrics: http://127.0.0.1:$METRICS_PORT/metrics   status: $ESPFLEET status -c $DEMO/espfleet.conf"
 tail -n +1 -f "$T/espfleetd.log" --pid=$$ 2>/dev/null | grep --line-buffered -E "summary|online|READY|error" &
 _PIDS+=("$!")
 
@@ -73,6 +79,8 @@ else
         say "Only $(online) of $COUNT devices came online (see $T/espfleetd.log)"
 fi
 first=$(sed -n 2p "$FLEET/manifest.csv" | cut -d, -f2)
+say "\$ espfleet status (the daemon's control socket)"
+"$ESPFLEET" status -c "$DEMO/espfleet.conf" | head -n 25
 
 op() { echo "\$ mosquitto_pub -t '$1' -m '$2'"; mqtt_pub "$PKI" "$1" "$2"; sleep 1; }
 say "Exercising the topic contract (operator certificate, as in the secure_esp README)"
@@ -92,8 +100,12 @@ updated() { grep -E '"state":"online","version":"1.1.0"' "$T/fleet.out" | cut -d
 all_updated() { [ "$(updated)" -ge "$COUNT" ]; }
 wait_for 300 all_updated
 echo "devices running 1.1.0: $(updated)/$COUNT"
+say "\$ espfleet status $first"
+"$ESPFLEET" status "$first" -c "$DEMO/espfleet.conf"
+say "A few of the metrics (Prometheus text format):"
+curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^espfleet_(connects_total|ota_outcomes_total|connect_seconds_count)' | head -n 8
 
-say "The fleet keeps running. Logs: $T/espfleetd.log, MQTT: $T/fleet.out. Ctrl-C stops everything."
+say "The fleet keeps running. Logs: $T/espfleetd.log, MQTT: $T/fleet.out. Ctrl-C stops everything and writes $DEMO/report.{json,xml,html}."
 tail -n 0 -f "$T/fleet.out" | cut -c1-160 &
 _PIDS+=("$!")
 wait "$DAEMON_PID"
