@@ -230,11 +230,9 @@ static int ds_unseal(const Efuse *efuse, unsigned key_block, const DsData *data,
         if (len != (data->rsa_length + 1) * 4)
                 return -ESP_ERR_INVALID_ARG;
 
-        /* A blank block never delivers a key: DS stays busy and IDF gives up
-         * with INVALID_KEY (§1.6). */
-        if (efuse_key_block_is_empty(efuse, key_block))
-                return -ESP_ERR_HW_CRYPTO_DS_INVALID_KEY;
-
+        /* The HMAC peripheral checks the block's purpose first: a block that
+         * is not HMAC_DOWN_DIGITAL_SIGNATURE/ALL, a blank one (purpose USER)
+         * included, fails the HMAC configuration (§1.6: HMAC_FAIL). */
         r = efuse_hmac(efuse, key_block, EFUSE_KEY_PURPOSE_HMAC_DOWN_DIGITAL_SIGNATURE,
                        ds_hmac_msg, sizeof(ds_hmac_msg), aes_key);
         if (r == -ESP_ERR_HW_CRYPTO_DS_HMAC_FAIL)
