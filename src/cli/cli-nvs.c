@@ -254,6 +254,8 @@ typedef struct DumpCtx {
         json_object *entries;   /* --format json; not owned */
         unsigned count;
         int error;              /* the last entry that could not be read */
+        unsigned unreadable;            /* entries that could not be read */
+        int first_unreadable;           /* the first one's reason */
         int json_error;         /* building the JSON failed */
 } DumpCtx;
 
@@ -303,8 +305,11 @@ static int dump_entry(const NvsEntryInfo *info, void *userdata) {
                         print_value(stdout, &v);
                 printf("\n");
         }
-        if (r < 0)
+        if (r < 0) {
                 c->error = r;
+                if (c->unreadable++ == 0)
+                        c->first_unreadable = r;
+        }
         c->count++;
         nvs_value_done(&v);
         return 0;
@@ -433,9 +438,15 @@ static int do_dump(const char *arg, bool json, const char *keyfile) {
                 printf("  (none)%s\n", nvs_is_encrypted(nvs) || keyfile ? "" : " (an encrypted partition needs --keyfile)");
         if (r < 0)
                 return log_error_errno(r, "%s: iteration failed: %s", t.where, esp_err_to_name(r));
-        if (nvs_repair_count(nvs) > 0 && !json)
-                log_notice("%s: %u entries needed a repair (shown as repaired; the image was not modified)", t.where,
-                           nvs_repair_count(nvs));
+        /* on stderr in both formats: the JSON on stdout stays clean */
+        if (nvs_repair_count(nvs) > 0)
+                log_notice("%s: %u entries needed a repair (shown as repaired; the image was not modified)%s", t.where,
+                           nvs_repair_count(nvs),
+                           keyfile ? "; a --keyfile that is not this partition's key looks the same" : "");
+        if (c.unreadable > 0)
+                log_error("%s: %u of %u entries unreadable (the first: %s)%s", t.where, c.unreadable, c.count,
+                          esp_err_to_name(c.first_unreadable),
+                          keyfile && nvs_repair_count(nvs) > 0 ? "; check that --keyfile holds this partition's keys" : "");
         return c.error < 0 ? c.error : 0;
 }
 

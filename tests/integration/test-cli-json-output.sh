@@ -125,4 +125,18 @@ assert p[2]["name"].encode("latin-1") == b"b\xe9\xff", p[2]
 assert (p[2]["subtype"], p[2]["subtype_id"], p[2]["readonly"]) == (None, 0x99, True), p[2]
 ' || fail "partition-table JSON with a name that is not UTF-8"
 
+# unreadable entries (one flipped data byte): the JSON is still printed and
+# valid, and stderr says what went wrong (issue #9 §4: it used to say nothing)
+cp "$dev/flash.bin" "$T/corrupt.bin"
+python3 -c '
+import sys
+f = open(sys.argv[1], "r+b"); f.seek(0x9000 + 64 + 24); b = f.read(1); f.seek(-1, 1); f.write(bytes([b[0] ^ 0xff]))
+' "$T/corrupt.bin"
+if "$ESPFLEET" nvs dump "$T/corrupt.bin" --format json >"$T/corrupt.json" 2>"$T/corrupt.err"; then
+        fail "a dump with unreadable entries exited 0"
+fi
+python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$T/corrupt.json" || fail "the JSON of a damaged partition is not valid"
+grep -qE "entries unreadable \(the first: ESP_ERR_NVS_[A-Z_]+\)" "$T/corrupt.err" \
+        || { cat "$T/corrupt.err" >&2; fail "no message about the unreadable entries"; }
+
 echo "ok: efuse, nvs and partition-table JSON parse and hold the device's values"
