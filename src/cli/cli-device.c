@@ -27,7 +27,7 @@ static void device_help(void) {
 /* Version of the app the bootloader would pick (otadata, §7.2 steps 1–2),
  * from its app descriptor. Fills `slot` (-1 if none) and `state`. */
 static int running_version(Flash *flash, const PartitionTable *t, char *version, size_t size, int *ret_slot,
-                           uint32_t *ret_state) {
+                           uint32_t *ret_state, bool *ret_blank) {
         const Partition *otad = partition_table_find(t, PARTITION_TYPE_DATA, PARTITION_SUBTYPE_DATA_OTA), *app;
         AppImageVerifier *v = NULL;
         uint8_t head[APP_IMAGE_PEEK_LEN];
@@ -37,6 +37,7 @@ static int running_version(Flash *flash, const PartitionTable *t, char *version,
 
         *ret_slot = -1;
         *ret_state = OTA_IMG_UNDEFINED;
+        *ret_blank = false;
         snprintf(version, size, "-");
         if (!otad)
                 return -ENOENT;
@@ -45,10 +46,18 @@ static int running_version(Flash *flash, const PartitionTable *t, char *version,
         if (r < 0)
                 return r;
         slot = otadata_boot_slot(&od, partition_table_ota_count(t));
-        if (slot < 0)
-                return slot;
-        *ret_slot = slot;
-        *ret_state = od.entry[od.active].ota_state;
+        if (slot < 0) {
+                /* blank otadata: the bootloader boots the first OTA slot (there is no factory app here) */
+                if (!partition_table_find_ota(t, 0))
+                        return slot;
+                *ret_slot = 0;
+                *ret_state = OTA_IMG_UNDEFINED;
+                *ret_blank = true;
+                slot = 0;
+        } else {
+                *ret_slot = slot;
+                *ret_state = od.entry[od.active].ota_state;
+        }
         app = partition_table_find_ota(t, (unsigned) slot);
         if (!app)
                 return -ENOENT;
@@ -75,12 +84,13 @@ static void list_version(Fleet *f, const FleetDeviceEntry *e, char *version, siz
         Flash *flash = NULL;
         uint32_t state;
         int slot;
+        bool blank;
 
         snprintf(version, size, "?");
         if (!path || flash_open(path, FLASH_OPEN_READ_ONLY, 0, &flash) < 0)
                 return;
         if (partition_table_load(flash, &t, NULL, 0) >= 0)
-                (void) running_version(flash, t, version, size, &slot, &state);
+                (void) running_version(flash, t, version, size, &slot, &state, &blank);
         partition_table_free(t);
         flash_close(flash);
 }
@@ -245,8 +255,11 @@ static int device_show(int argc, char **argv) {
                 printf("  %-22s BLOCK_KEY%d (HMAC_UP)\n", "NVS encryption key", fleet_config(f)->nvs_key_block);
 
         printf("Firmware\n");
-        r = running_version(d->flash, d->partitions, version, sizeof version, &slot, &state);
-        if (slot >= 0)
+        bool blank = false;
+        r = running_version(d->flash, d->partitions, version, sizeof version, &slot, &state, &blank);
+        if (slot >= 0 && blank)
+                printf("  %-22s ota_%d (otadata blank: the bootloader's default)\n", "boot slot", slot);
+        else if (slot >= 0)
                 printf("  %-22s ota_%d, %s\n", "boot slot", slot, strna(ota_img_state_to_string(state)));
         else
                 printf("  %-22s none (%s)\n", "boot slot", esp_err_to_name(r));

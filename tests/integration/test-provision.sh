@@ -182,6 +182,17 @@ expect_fail "differs from" "$ESPFLEET" device show "$T/b6" "$id0"
 cp -a "$F" "$T/b7"; echo "garbage = 1;" >>"$T/b7/fleet.conf"
 expect_fail "fleet.conf:12: unknown key 'garbage'" "$ESPFLEET" device list "$T/b7"
 
+# blank otadata: the bootloader boots ota_0, and device show says so (issue #9 §4)
+cp -a "$F" "$T/blank"
+bid=$(tail -n +2 "$T/blank/manifest.csv" | head -n 1 | cut -d, -f2)
+python3 -c '
+import sys
+f = open(sys.argv[1], "r+b"); f.seek(0xf000); f.write(b"\xff" * 0x2000)
+' "$T/blank/devices/$bid/flash.bin"
+"$ESPFLEET" device show "$T/blank" "$bid" >"$T/blank.out" 2>&1 || { cat "$T/blank.out" >&2; fail "device show with blank otadata"; }
+grep -qE "boot slot +ota_0 \(otadata blank: the bootloader's default\)" "$T/blank.out" || { cat "$T/blank.out" >&2; fail "no boot slot for blank otadata"; }
+grep -qE "^  version +1\.0\.0$" "$T/blank.out" || fail "no version for blank otadata"
+
 # a partition table that ends past the chip's 4 MiB flash is refused (gen_esp32part's words), not a larger file
 cp "$SOURCE_DIR/etc/partitions.csv" "$T/big.csv"
 echo "big,data,fat,0x3f0000,0x20000," >>"$T/big.csv"
