@@ -23,14 +23,8 @@ struct Pki {
         EVP_PKEY *sb_key;
 };
 
-/* The last OpenSSL error as text, for messages. */
 static const char *ossl_error(char *buf, size_t size) {
-        unsigned long e = ERR_peek_last_error();
-        if (e == 0)
-                return "unknown OpenSSL error";
-        ERR_error_string_n(e, buf, size);
-        ERR_clear_error();
-        return buf;
+        return openssl_last_error(buf, size, "unknown OpenSSL error");
 }
 
 static int gen_ec_p256(EVP_PKEY **ret) {

@@ -54,15 +54,8 @@ static int sha256(const void *data, size_t len, uint8_t out[32]) {
         return EVP_Digest(data, len, out, NULL, EVP_sha256(), NULL) == 1 ? 0 : -EIO;
 }
 
-/* The reason OpenSSL gave last, for messages. */
 static const char *ossl_reason(char *buf, size_t size) {
-        unsigned long e = ERR_peek_last_error();
-
-        if (e == 0)
-                return "unknown OpenSSL error";
-        ERR_error_string_n(e, buf, size);
-        ERR_clear_error();
-        return buf;
+        return openssl_last_error(buf, size, "unknown OpenSSL error");
 }
 
 /* ---------------------------------------------------------------------- */

@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <syslog.h>
 
+#include "basic/openssl-util.h"
 #include "basic/time-util.h"
 #include "basic/esp-err.h"
 #include "basic/log.h"
@@ -509,11 +510,8 @@ static void retry_or_give_up(Device *d) {
 /* A connection attempt that failed (asynchronously, or already inside
  * connect()): counted by reason, logged in words, then BACKOFF or FAILED. */
 static void attempt_failed(Device *d, int reason) {
-        unsigned long e = ERR_peek_last_error();
-        char ebuf[256] = "";
-        if (e)
-                ERR_error_string_n(e, ebuf, sizeof ebuf);
-        ERR_clear_error();
+        char ebuf[256];
+        (void) openssl_last_error(ebuf, sizeof ebuf, "");
         d->failures++;
         resolver_connect_failed(d->ctx->resolver, d->broker_addr);
         char rbuf[64];
@@ -526,7 +524,7 @@ static void attempt_failed(Device *d, int reason) {
         metrics_device_end(d->rec);
         /* the reason in words: what the broker said, or what we refused */
         const MqttAttemptInfo *a = mqtt_client_attempt(d->client);
-        char what[256];
+        char what[400];
         if (why == METRIC_REASON(METRIC_REASON_GENERIC, METRIC_REASON_CERT_VERIFY))
                 snprintf(what, sizeof what, "the broker's certificate failed verification: %s",
                          X509_verify_cert_error_string(a->verify_result));
