@@ -493,6 +493,11 @@ void manager_reload(Manager *m, const DaemonConfig *c) {
         t->ota_allow_equal_version = c->ota_allow_equal_version;
         t->ota_start_jitter_ms = c->ota_start_jitter_ms;
         t->ota_confirm_timeout_s = c->ota_confirm_timeout_s;
+        t->ota_max_retries = c->ota_max_retries;
+        t->ota_retry_backoff_min_ms = c->ota_retry_backoff_min_ms;
+        t->ota_retry_backoff_max_ms = c->ota_retry_backoff_max_ms;
+        t->ota_low_speed_limit = c->ota_low_speed_limit;
+        t->ota_low_speed_time_s = c->ota_low_speed_time_s;
         t->summary_interval_s = c->summary_interval_s;
         COPY_STR(log_level);
         COPY_STR(debug_topics);
