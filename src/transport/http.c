@@ -46,6 +46,7 @@ struct HttpTransfer {
         long header_status;       /* status of the response whose headers are being read */
         int64_t content_range_start, content_range_total;
         int error;                /* set when we aborted the transfer ourselves */
+        HttpDoneInfo done_info;   /* filled just before on_done */
         char message[CURL_ERROR_SIZE + 128];
         char curl_error[CURL_ERROR_SIZE];
         uint64_t received;
@@ -249,18 +250,47 @@ static int map_curl_result(HttpTransfer *t, CURLcode cc) {
         }
 }
 
+/* The verdicts on the server's certificate: its chain, dates or name. A new
+ * request meets the same certificate, unlike a refused or reset connection. */
+static bool curl_result_is_peer_verification(CURLcode cc) {
+        switch ((int) cc) {  /* a foreign enum: default: is fine here */
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_ISSUER_ERROR:
+        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        case CURLE_SSL_INVALIDCERTSTATUS:
+                return true;
+        default:
+                return false;
+        }
+}
+
 static void transfer_complete(HttpTransfer *t, CURLcode cc) {
         HttpClient *c = t->client;
-        long status = 0;
+        curl_off_t retry_after = 0;
+        long status = 0, redirects = 0;
+        const char *where = NULL;
         int r;
 
         (void) curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+        (void) curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry_after);
+        t->done_info = (HttpDoneInfo) {
+                .status = status,
+                .retry_after_s = retry_after > 0 ? (uint64_t) retry_after : 0,
+                .peer_verify_failed = curl_result_is_peer_verification(cc),
+        };
         curl_multi_remove_handle(c->multi, t->easy);
         t->in_multi = false;
 
         if (t->error < 0)
                 r = t->error;           /* message already set where we aborted */
-        else if (cc != CURLE_OK) {
+        else if (cc == CURLE_UNSUPPORTED_PROTOCOL &&
+                 curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_COUNT, &redirects) == CURLE_OK && redirects > 0 &&
+                 curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &where) == CURLE_OK && where) {
+                /* curl only says "Protocol "http" not supported": name the redirect */
+                r = map_curl_result(t, cc);
+                snprintf(t->message, sizeof t->message, "redirected (HTTP status %ld) to '%s': only https:// is allowed",
+                         status, where);
+        } else if (cc != CURLE_OK) {
                 r = map_curl_result(t, cc);
                 snprintf(t->message, sizeof t->message, "%s", t->curl_error[0] ? t->curl_error : curl_easy_strerror(cc));
         } else if (!t->headers_done && status >= 300) {
@@ -633,6 +663,10 @@ HttpTransfer *http_transfer_cancel(HttpTransfer *t) {
 
 uint64_t http_transfer_received(const HttpTransfer *t) {
         return t ? t->received : 0;
+}
+
+const HttpDoneInfo *http_transfer_done_info(const HttpTransfer *t) {
+        return t && t->state == HTTP_TRANSFER_COMPLETING ? &t->done_info : NULL;
 }
 
 int http_client_new(sd_event *event, HttpClient **ret) {

@@ -104,6 +104,8 @@ typedef struct Result {
         bool cancel_in_data;
         HttpTransfer *self;
         int *pending;
+        bool have_info;       /* http_transfer_done_info() inside on_done */
+        HttpDoneInfo info;
 } Result;
 
 static int on_headers(HttpTransfer *t, const HttpResponseInfo *info, void *userdata) {
@@ -133,8 +135,13 @@ static int on_data(HttpTransfer *t, const void *data, size_t size, void *userdat
 static void on_done(HttpTransfer *t, int result, const char *message, void *userdata) {
         Result *res = userdata;
 
+        const HttpDoneInfo *info = http_transfer_done_info(t);
+
         res->done++;
         res->result = result;
+        res->have_info = info != NULL;
+        if (info)
+                res->info = *info;
         snprintf(res->message, sizeof res->message, "%s", message);
         (*res->pending)--;
 }
@@ -200,6 +207,10 @@ Test(http, get_whole_file) {
         cr_assert_eq(r.status, 200);
         cr_assert_eq(r.size, payload_size);
         cr_assert_arr_eq(r.body, payload, payload_size);
+        cr_assert(r.have_info);
+        cr_assert_eq(r.info.status, 200);
+        cr_assert_eq(r.info.retry_after_s, 0);
+        cr_assert(!r.info.peer_verify_failed);
         free(r.body);
 }
 
@@ -224,6 +235,8 @@ Test(http, wrong_ca_is_a_connect_error) {
         cr_assert_eq(r.result, -ESP_ERR_HTTP_CONNECT, "got %s: %s", esp_err_to_name(r.result), r.message);
         cr_assert_eq(r.size, 0);
         cr_assert_neq(r.message[0], 0);
+        cr_assert(r.have_info && r.info.peer_verify_failed, "a foreign CA is a verification failure: %s", r.message);
+        cr_assert_eq(r.info.status, 0);
 }
 
 Test(http, hostname_is_verified) {
@@ -234,6 +247,8 @@ Test(http, hostname_is_verified) {
         fetch((const char *const[]) { u }, 1, cafile, 0, &r);
         cr_assert_eq(r.result, -ESP_ERR_HTTP_CONNECT, "got %s: %s", esp_err_to_name(r.result), r.message);
         cr_assert_eq(r.size, 0);
+        cr_assert(r.have_info && r.info.peer_verify_failed, "a wrong host name is a verification failure: %s",
+                  r.message);
 }
 
 Test(http, refused_connection) {
@@ -244,6 +259,7 @@ Test(http, refused_connection) {
         snprintf(u, sizeof u, "https://127.0.0.1:%d/fw.bin", test_free_port());
         fetch((const char *const[]) { u }, 1, cafile, 0, &r);
         cr_assert_eq(r.result, -ESP_ERR_HTTP_CONNECT, "got %s: %s", esp_err_to_name(r.result), r.message);
+        cr_assert(r.have_info && !r.info.peer_verify_failed, "a refused connection verified nothing");
 }
 
 Test(http, plain_http_refused) {
