@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <inttypes.h>
+#include <openssl/err.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -72,6 +73,18 @@ struct HttpClient {
 
 static bool curl_initialized;
 
+/* curl (built on OpenSSL) can leave entries on the thread's OpenSSL error
+ * queue when a handshake fails or a connection in handshake is closed
+ * ("shutdown while in init"). The worker's thread also runs libmosquitto,
+ * whose net__read() calls SSL_get_error() without clearing the queue first:
+ * a stale entry turns the next SSL_read()'s "want read" into SSL_ERROR_SSL,
+ * and an unrelated device loses its broker session (found by the OTA fault
+ * matrix: a TLS alert from an OTA server). So every return from curl leaves
+ * the queue empty. */
+static void curl_openssl_errors_clear(void) {
+        ERR_clear_error();
+}
+
 static HttpTransfer *transfer_free(HttpTransfer *t) {
         if (!t)
                 return NULL;
@@ -79,6 +92,7 @@ static HttpTransfer *transfer_free(HttpTransfer *t) {
                 if (t->in_multi)
                         curl_multi_remove_handle(t->client->multi, t->easy);
                 curl_easy_cleanup(t->easy);
+                curl_openssl_errors_clear();
         }
         if (t->client) {
                 if (t->prev)
@@ -105,6 +119,7 @@ static int client_socket_action(HttpClient *c, curl_socket_t fd, int flags) {
         c->curl_depth++;
         mc = curl_multi_socket_action(c->multi, fd, flags, &running);
         c->curl_depth--;
+        curl_openssl_errors_clear();
         if (mc != CURLM_OK)
                 log_debug("curl_multi_socket_action: %s", curl_multi_strerror(mc));
         client_drain(c);
@@ -279,6 +294,7 @@ static void transfer_complete(HttpTransfer *t, CURLcode cc) {
                 .peer_verify_failed = curl_result_is_peer_verification(cc),
         };
         curl_multi_remove_handle(c->multi, t->easy);
+        curl_openssl_errors_clear();
         t->in_multi = false;
 
         if (t->error < 0)
@@ -336,6 +352,7 @@ static int transfer_add(HttpTransfer *t) {
         c->curl_depth++;
         mc = curl_multi_add_handle(c->multi, t->easy);
         c->curl_depth--;
+        curl_openssl_errors_clear();
         if (mc != CURLM_OK)
                 return mc == CURLM_OUT_OF_MEMORY ? -ENOMEM : -EIO;
         t->in_multi = true;
@@ -725,6 +742,7 @@ HttpClient *http_client_free(HttpClient *c) {
                 transfer_free(c->transfers);
         if (c->multi)
                 curl_multi_cleanup(c->multi);
+        curl_openssl_errors_clear();
         /* whatever curl did not report as removed */
         while (c->sockets)
                 http_socket_free(c->sockets);
