@@ -20,6 +20,7 @@
 #define DEFAULT_RETRY_MAX_USEC (60ull * 1000u * 1000u)
 #define DEFAULT_LOW_SPEED_TIME_S 30u
 #define HTTP_BUFFER_SIZE (16u * 1024u)
+#define USEC_PER_SEC 1000000ull
 
 struct OtaSession {
         sd_event *event;                 /* not owned (a reference is held) */
@@ -169,16 +170,28 @@ static uint64_t session_backoff(OtaSession *s) {
         return d;
 }
 
-/* After a failed attempt: retry (with backoff), or give up. */
-static void session_retry_or_fail(OtaSession *s, int error, const char *message) {
+/* After a transient failure: retry (with backoff), or give up. A server's
+ * Retry-After (RFC 9110 §10.2.3; with 503 and 429) is a floor for this one
+ * delay, capped by retry_max_usec so that a server cannot park a device. */
+static void session_retry_or_fail(OtaSession *s, int error, const char *message, uint64_t retry_after_s) {
+        char why[96] = "";
+
         if (s->retries >= s->opts.max_retries) {
                 session_finish(s, error, "%s (gave up after %u attempt(s))", message, s->attempts);
                 return;
         }
         s->retries++;
         uint64_t d = session_backoff(s);
-        session_log(s, 'W', "esp_https_ota", "Download failed (%s: %s); retry %u/%u in %" PRIu64 " ms",
-                    esp_err_to_name(error), message, s->retries, s->opts.max_retries, d / 1000);
+        if (retry_after_s > 0) {
+                uint64_t ra = MIN(retry_after_s, UINT64_MAX / USEC_PER_SEC) * USEC_PER_SEC;
+                bool capped = ra > s->opts.retry_max_usec;
+
+                d = MAX(d, MIN(ra, s->opts.retry_max_usec));
+                snprintf(why, sizeof why, " (Retry-After: %" PRIu64 " s%s)", retry_after_s,
+                         capped ? ", capped by the backoff maximum" : "");
+        }
+        session_log(s, 'W', "esp_https_ota", "Download failed (%s: %s); retry %u/%u in %" PRIu64 " ms%s",
+                    esp_err_to_name(error), message, s->retries, s->opts.max_retries, d / 1000, why);
         ota_session_enter_state(s, OTA_SESSION_WAITING);
         int k = session_arm_timer(s, d);
         if (k < 0)
@@ -342,8 +355,36 @@ static void session_verify(OtaSession *s) {
         session_finish(s, 0, NULL);
 }
 
+/* The retry policy (README "OTA server faults"). ESP-IDF leaves retries to
+ * the application (esp_https_ota returns, §8); ours retries what another
+ * request can end differently: a refused, reset, stalled or cut connection, a
+ * missing header, 5xx, 408 and 429. Final, because the next request meets the
+ * same answer: the image refused (handled by the caller), a certificate or
+ * host name that does not verify, any other 3xx or 4xx (416 only on a request
+ * from byte 0; on a resumption it means "start over"), 304, a redirect loop,
+ * and a URL or redirect that is not https://. */
+static bool session_failure_is_final(OtaSession *s, int error, const HttpDoneInfo *info) {
+        long status = info ? info->status : 0;
+
+        if (info && info->peer_verify_failed)
+                return true;
+        switch (error) {
+        case -ESP_ERR_HTTP_INVALID_TRANSPORT:
+        case -ESP_ERR_HTTP_MAX_REDIRECT:
+        case -ESP_ERR_HTTP_NOT_MODIFIED:
+                return true;
+        case -ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE:
+                return !s->resumed;
+        case -ESP_FAIL_CODE:
+                return status >= 300 && status < 500 && status != 408 && status != 429;
+        default:
+                return false;
+        }
+}
+
 static void on_http_done(HttpTransfer *t, int result, const char *message, void *userdata) {
         OtaSession *s = userdata;
+        const HttpDoneInfo *info = http_transfer_done_info(t);
 
         s->transfer = NULL;
         if (result == 0 && session_body_short(s)) {
@@ -369,24 +410,25 @@ static void on_http_done(HttpTransfer *t, int result, const char *message, void 
                 char msg[sizeof s->message + 32];
 
                 snprintf(msg, sizeof msg, "%s; restarting from byte 0", s->message);
-                session_retry_or_fail(s, result, msg);
+                session_retry_or_fail(s, result, msg, 0);
                 return;
         }
-        if (result == -ESP_ERR_HTTP_INVALID_TRANSPORT) {
+        if (session_failure_is_final(s, result, info)) {
                 session_finish(s, result, "%s", message);
                 return;
         }
         if (result == -ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE && s->resumed) {
                 /* §8: no 206 for the resumption: one more try from byte 0 */
                 s->range_refused = true;
-                session_log(s, 'W', "esp_https_ota", "The server did not resume (%s); restarting from byte 0", message);
+                session_log(s, 'W', "esp_https_ota", "The server did not resume (%s: %s); restarting from byte 0",
+                            esp_err_to_name(result), message);
                 ota_session_enter_state(s, OTA_SESSION_WAITING);
                 int k = session_arm_timer(s, 0);
                 if (k < 0)
                         session_finish(s, k, "cannot arm the retry timer");
                 return;
         }
-        session_retry_or_fail(s, result, message);
+        session_retry_or_fail(s, result, message, info ? info->retry_after_s : 0);
 }
 
 static void session_attempt(OtaSession *s) {

@@ -7,12 +7,19 @@
  *   IDLE -> WAITING (start jitter / retry backoff) -> CONNECTING (GET sent)
  *        -> DOWNLOADING (body streamed into OtaWriter) -> VERIFYING (hash,
  *        signature, otadata) -> DONE
- *   any error -> WAITING for a retry (connection and transfer errors only,
- *   up to max_retries, exponential backoff with jitter) or FAILED.
+ *   any error -> WAITING for a retry (transient failures only, up to
+ *   max_retries, exponential backoff with jitter) or FAILED.
+ *
+ * Transient: a refused, reset, stalled or cut connection, no response header,
+ * 5xx, 408, 429; a Retry-After on the response sets a floor for that one
+ * delay, capped by retry_max_usec. Final at once: image refusals (chip,
+ * version, secure version, validation), a server certificate or host name
+ * that does not verify, any other 3xx/4xx, 304, a redirect loop, and a URL or
+ * redirect that is not https:// (README "OTA server faults").
  *
  * A retry resumes with "Range: bytes=<written>-" when >= 1,024 bytes are on
- * flash; a server that does not answer 206 gets one more try from 0. Image
- * refusals (chip, version, secure version, validation) are final.
+ * flash; a server that does not answer 206 (or answers 416) gets one more
+ * try from 0, which does not count as a retry.
  *
  * End of body (§8): with a Content-Length (or Content-Range), fewer bytes is
  * a cut download (retried, resumed); without one (s_server -WWW, HTTP/1.0) a
@@ -86,10 +93,10 @@ typedef struct OtaSessionOptions {
         bool allow_equal_version;
         bool signed_apps_no_secure_boot;
         bool allow_plain_http;           /* tests only */
-        unsigned max_retries;            /* retries after the first attempt; when both this and
-                                          * retry_base_usec are 0, the default 3 applies */
+        unsigned max_retries;            /* retries after the first attempt (transient failures only);
+                                          * when both this and retry_base_usec are 0, the default 3 applies */
         uint64_t retry_base_usec;        /* first backoff; default 1 s; doubles, ±25 % jitter */
-        uint64_t retry_max_usec;         /* backoff cap; default 60 s */
+        uint64_t retry_max_usec;         /* backoff cap, and Retry-After's; default 60 s */
         uint64_t start_jitter_usec;      /* random delay before the first attempt; 0 = none */
         uint32_t connect_timeout_ms;     /* default 10 s */
         uint32_t low_speed_limit;        /* bytes/s, default 1 */

@@ -67,6 +67,11 @@ typedef struct DaemonConfig {
         bool ota_allow_equal_version;
         unsigned ota_start_jitter_ms;
         unsigned ota_confirm_timeout_s;  /* PENDING_VERIFY -> VALID must happen within this */
+        unsigned ota_max_retries;        /* transient failures only (ota-session.h) */
+        unsigned ota_retry_backoff_min_ms;
+        unsigned ota_retry_backoff_max_ms; /* also caps Retry-After */
+        unsigned ota_low_speed_limit;    /* bytes/s */
+        unsigned ota_low_speed_time_s;
 
         /* scenario */
         char *ramp_profile;              /* "linear", "steps", "poisson" */

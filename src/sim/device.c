@@ -846,6 +846,11 @@ static void device_start_ota(Device *d, bool broadcast) {
                 .allow_equal_version = cfg(d)->ota_allow_equal_version,
                 .signed_apps_no_secure_boot = fc->signed_apps_no_secure_boot,
                 .start_jitter_usec = broadcast ? (uint64_t) cfg(d)->ota_start_jitter_ms * 1000 : 0,
+                .max_retries = cfg(d)->ota_max_retries,
+                .retry_base_usec = (uint64_t) cfg(d)->ota_retry_backoff_min_ms * 1000,
+                .retry_max_usec = (uint64_t) cfg(d)->ota_retry_backoff_max_ms * 1000,
+                .low_speed_limit = cfg(d)->ota_low_speed_limit,
+                .low_speed_time_s = cfg(d)->ota_low_speed_time_s,
         };
         OtaSessionCallbacks cb = { .log = ota_log, .event = ota_event, .outcome = ota_outcome };
         r = ota_session_new(d->ctx->event, http, d->fd->flash, d->fd->partitions, d->fd->efuse, &d->boot.app,

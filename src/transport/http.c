@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <inttypes.h>
+#include <openssl/err.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -46,6 +47,7 @@ struct HttpTransfer {
         long header_status;       /* status of the response whose headers are being read */
         int64_t content_range_start, content_range_total;
         int error;                /* set when we aborted the transfer ourselves */
+        HttpDoneInfo done_info;   /* filled just before on_done */
         char message[CURL_ERROR_SIZE + 128];
         char curl_error[CURL_ERROR_SIZE];
         uint64_t received;
@@ -71,6 +73,18 @@ struct HttpClient {
 
 static bool curl_initialized;
 
+/* curl (built on OpenSSL) can leave entries on the thread's OpenSSL error
+ * queue when a handshake fails or a connection in handshake is closed
+ * ("shutdown while in init"). The worker's thread also runs libmosquitto,
+ * whose net__read() calls SSL_get_error() without clearing the queue first:
+ * a stale entry turns the next SSL_read()'s "want read" into SSL_ERROR_SSL,
+ * and an unrelated device loses its broker session (found by the OTA fault
+ * matrix: a TLS alert from an OTA server). So every return from curl leaves
+ * the queue empty. */
+static void curl_openssl_errors_clear(void) {
+        ERR_clear_error();
+}
+
 static HttpTransfer *transfer_free(HttpTransfer *t) {
         if (!t)
                 return NULL;
@@ -78,6 +92,7 @@ static HttpTransfer *transfer_free(HttpTransfer *t) {
                 if (t->in_multi)
                         curl_multi_remove_handle(t->client->multi, t->easy);
                 curl_easy_cleanup(t->easy);
+                curl_openssl_errors_clear();
         }
         if (t->client) {
                 if (t->prev)
@@ -104,6 +119,7 @@ static int client_socket_action(HttpClient *c, curl_socket_t fd, int flags) {
         c->curl_depth++;
         mc = curl_multi_socket_action(c->multi, fd, flags, &running);
         c->curl_depth--;
+        curl_openssl_errors_clear();
         if (mc != CURLM_OK)
                 log_debug("curl_multi_socket_action: %s", curl_multi_strerror(mc));
         client_drain(c);
@@ -249,18 +265,48 @@ static int map_curl_result(HttpTransfer *t, CURLcode cc) {
         }
 }
 
+/* The verdicts on the server's certificate: its chain, dates or name. A new
+ * request meets the same certificate, unlike a refused or reset connection. */
+static bool curl_result_is_peer_verification(CURLcode cc) {
+        switch ((int) cc) {  /* a foreign enum: default: is fine here */
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_ISSUER_ERROR:
+        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        case CURLE_SSL_INVALIDCERTSTATUS:
+                return true;
+        default:
+                return false;
+        }
+}
+
 static void transfer_complete(HttpTransfer *t, CURLcode cc) {
         HttpClient *c = t->client;
-        long status = 0;
+        curl_off_t retry_after = 0;
+        long status = 0, redirects = 0;
+        const char *where = NULL;
         int r;
 
         (void) curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+        (void) curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry_after);
+        t->done_info = (HttpDoneInfo) {
+                .status = status,
+                .retry_after_s = retry_after > 0 ? (uint64_t) retry_after : 0,
+                .peer_verify_failed = curl_result_is_peer_verification(cc),
+        };
         curl_multi_remove_handle(c->multi, t->easy);
+        curl_openssl_errors_clear();
         t->in_multi = false;
 
         if (t->error < 0)
                 r = t->error;           /* message already set where we aborted */
-        else if (cc != CURLE_OK) {
+        else if (cc == CURLE_UNSUPPORTED_PROTOCOL &&
+                 curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_COUNT, &redirects) == CURLE_OK && redirects > 0 &&
+                 curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &where) == CURLE_OK && where) {
+                /* curl only says "Protocol "http" not supported": name the redirect */
+                r = map_curl_result(t, cc);
+                snprintf(t->message, sizeof t->message, "redirected (HTTP status %ld) to '%s': only https:// is allowed",
+                         status, where);
+        } else if (cc != CURLE_OK) {
                 r = map_curl_result(t, cc);
                 snprintf(t->message, sizeof t->message, "%s", t->curl_error[0] ? t->curl_error : curl_easy_strerror(cc));
         } else if (!t->headers_done && status >= 300) {
@@ -306,6 +352,7 @@ static int transfer_add(HttpTransfer *t) {
         c->curl_depth++;
         mc = curl_multi_add_handle(c->multi, t->easy);
         c->curl_depth--;
+        curl_openssl_errors_clear();
         if (mc != CURLM_OK)
                 return mc == CURLM_OUT_OF_MEMORY ? -ENOMEM : -EIO;
         t->in_multi = true;
@@ -635,6 +682,10 @@ uint64_t http_transfer_received(const HttpTransfer *t) {
         return t ? t->received : 0;
 }
 
+const HttpDoneInfo *http_transfer_done_info(const HttpTransfer *t) {
+        return t && t->state == HTTP_TRANSFER_COMPLETING ? &t->done_info : NULL;
+}
+
 int http_client_new(sd_event *event, HttpClient **ret) {
         HttpClient *c;
         int r;
@@ -691,6 +742,7 @@ HttpClient *http_client_free(HttpClient *c) {
                 transfer_free(c->transfers);
         if (c->multi)
                 curl_multi_cleanup(c->multi);
+        curl_openssl_errors_clear();
         /* whatever curl did not report as removed */
         while (c->sockets)
                 http_socket_free(c->sockets);

@@ -14,13 +14,14 @@
  *
  *   0                                   2xx (206 when a Range was asked for)
  *   -ESP_ERR_HTTP_CONNECT               DNS, TCP, TLS handshake, certificate or
- *                                       hostname verification, connect timeout
+ *                                       hostname verification (told apart by
+ *                                       http_transfer_done_info), connect timeout
  *   -ESP_ERR_HTTP_FETCH_HEADER          connected, but no (complete) response header
  *   -ESP_ERR_HTTP_CONNECTION_CLOSED     body cut short, or stalled below the low-speed limit
  *   -ESP_ERR_HTTP_NOT_MODIFIED          304
  *   -ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE 416, or a Range request answered without 206
  *   -ESP_ERR_HTTP_MAX_REDIRECT          too many redirects
- *   -ESP_ERR_HTTP_INVALID_TRANSPORT     not an https:// URL, malformed URL
+ *   -ESP_ERR_HTTP_INVALID_TRANSPORT     not an https:// URL (or redirect), malformed URL
  *   -ESP_FAIL_CODE                      any other 3xx/4xx/5xx status, other errors
  *   -ENOMEM                             out of memory
  *   any value < 0 returned by a data/headers callback (the transfer is aborted
@@ -96,3 +97,14 @@ HttpTransfer *http_transfer_cancel(HttpTransfer *t);
 
 /* Body bytes handed to on_data so far. */
 uint64_t http_transfer_received(const HttpTransfer *t);
+
+/* What a finished transfer saw beyond its result, for a caller that decides
+ * whether to try again (esp-formats.md §8 leaves retries to the application). */
+typedef struct HttpDoneInfo {
+        long status;                 /* status of the last response (a redirect's too), 0 if none came */
+        uint64_t retry_after_s;      /* its Retry-After (seconds, or an HTTP-date from now), 0 if none */
+        bool peer_verify_failed;     /* the server's certificate chain, validity or host name was refused */
+} HttpDoneInfo;
+
+/* Valid inside on_done only (NULL elsewhere). */
+const HttpDoneInfo *http_transfer_done_info(const HttpTransfer *t);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -104,6 +105,8 @@ typedef struct Result {
         bool cancel_in_data;
         HttpTransfer *self;
         int *pending;
+        bool have_info;       /* http_transfer_done_info() inside on_done */
+        HttpDoneInfo info;
 } Result;
 
 static int on_headers(HttpTransfer *t, const HttpResponseInfo *info, void *userdata) {
@@ -133,8 +136,13 @@ static int on_data(HttpTransfer *t, const void *data, size_t size, void *userdat
 static void on_done(HttpTransfer *t, int result, const char *message, void *userdata) {
         Result *res = userdata;
 
+        const HttpDoneInfo *info = http_transfer_done_info(t);
+
         res->done++;
         res->result = result;
+        res->have_info = info != NULL;
+        if (info)
+                res->info = *info;
         snprintf(res->message, sizeof res->message, "%s", message);
         (*res->pending)--;
 }
@@ -172,10 +180,17 @@ static void fetch(const char *const *urls, size_t n, const char *ca, uint64_t ra
                 cr_assert_eq(http_transfer_start(c, &req, &res[i].self), 0);
         }
         cr_assert_eq(http_client_active(c), n);
-        while (pending > 0)
+        while (pending > 0) {
                 cr_assert_geq(sd_event_run(e, UINT64_MAX), 0);
+                /* the worker's thread also runs libmosquitto, whose
+                 * SSL_get_error() reads whatever curl left behind as its own
+                 * failure (the OTA fault matrix lost MQTT sessions that way) */
+                cr_assert_eq(ERR_peek_error(), 0, "OpenSSL error queue left dirty: %s",
+                             ERR_reason_error_string(ERR_peek_error()));
+        }
         cr_assert_eq(http_client_active(c), 0);
         http_client_free(c);
+        cr_assert_eq(ERR_peek_error(), 0, "OpenSSL error queue left dirty by http_client_free");
 }
 
 static char *url(const char *host, const char *file) {
@@ -200,6 +215,10 @@ Test(http, get_whole_file) {
         cr_assert_eq(r.status, 200);
         cr_assert_eq(r.size, payload_size);
         cr_assert_arr_eq(r.body, payload, payload_size);
+        cr_assert(r.have_info);
+        cr_assert_eq(r.info.status, 200);
+        cr_assert_eq(r.info.retry_after_s, 0);
+        cr_assert(!r.info.peer_verify_failed);
         free(r.body);
 }
 
@@ -224,6 +243,8 @@ Test(http, wrong_ca_is_a_connect_error) {
         cr_assert_eq(r.result, -ESP_ERR_HTTP_CONNECT, "got %s: %s", esp_err_to_name(r.result), r.message);
         cr_assert_eq(r.size, 0);
         cr_assert_neq(r.message[0], 0);
+        cr_assert(r.have_info && r.info.peer_verify_failed, "a foreign CA is a verification failure: %s", r.message);
+        cr_assert_eq(r.info.status, 0);
 }
 
 Test(http, hostname_is_verified) {
@@ -234,6 +255,8 @@ Test(http, hostname_is_verified) {
         fetch((const char *const[]) { u }, 1, cafile, 0, &r);
         cr_assert_eq(r.result, -ESP_ERR_HTTP_CONNECT, "got %s: %s", esp_err_to_name(r.result), r.message);
         cr_assert_eq(r.size, 0);
+        cr_assert(r.have_info && r.info.peer_verify_failed, "a wrong host name is a verification failure: %s",
+                  r.message);
 }
 
 Test(http, refused_connection) {
@@ -244,6 +267,7 @@ Test(http, refused_connection) {
         snprintf(u, sizeof u, "https://127.0.0.1:%d/fw.bin", test_free_port());
         fetch((const char *const[]) { u }, 1, cafile, 0, &r);
         cr_assert_eq(r.result, -ESP_ERR_HTTP_CONNECT, "got %s: %s", esp_err_to_name(r.result), r.message);
+        cr_assert(r.have_info && !r.info.peer_verify_failed, "a refused connection verified nothing");
 }
 
 Test(http, plain_http_refused) {
