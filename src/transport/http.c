@@ -12,6 +12,7 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "transport/http.h"
+#include "transport/http-header.h"
 
 #define HTTP_DEFAULT_BUFFER_SIZE (16u * 1024u)
 #define HTTP_DEFAULT_CONNECT_TIMEOUT_MS 10000u
@@ -403,42 +404,6 @@ static int transfer_abort(HttpTransfer *t, int error, const char *fmt, ...) {
         return error;
 }
 
-static int64_t parse_int64_prefix(const char *p, const char **end) {
-        int64_t v = 0;
-        const char *s = p;
-
-        if (*s < '0' || *s > '9')
-                return -1;
-        for (; *s >= '0' && *s <= '9'; s++) {
-                if (v > (INT64_MAX - 9) / 10)
-                        return -1;
-                v = v * 10 + (*s - '0');
-        }
-        *end = s;
-        return v;
-}
-
-/* "Content-Range: bytes a-b/total" (RFC 9110 §14.4). */
-static void parse_content_range(HttpTransfer *t, const char *value) {
-        const char *p = value, *e;
-        int64_t a, b, total;
-
-        while (*p == ' ' || *p == '\t')
-                p++;
-        if (strncasecmp(p, "bytes ", 6) != 0)
-                return;
-        p += 6;
-        a = parse_int64_prefix(p, &e);
-        if (a < 0 || *e != '-')
-                return;
-        b = parse_int64_prefix(e + 1, &e);
-        if (b < a || *e != '/')
-                return;
-        total = parse_int64_prefix(e + 1, &e);
-        t->content_range_start = a;
-        t->content_range_total = total;   /* -1 for "*" */
-}
-
 /* Decides, once the final response's headers are in, whether the body is
  * what was asked for. Returns false (and sets t->error) to abort. */
 static bool transfer_accept_headers(HttpTransfer *t) {
@@ -496,24 +461,25 @@ static size_t curl_header_cb(char *buffer, size_t size, size_t nitems, void *use
         if (t->headers_done)
                 return n;   /* trailers */
 
-        if (n >= 5 && strncmp(buffer, "HTTP/", 5) == 0) {
+        switch (http_header_line_kind(buffer, n)) {
+        case HTTP_HEADER_STATUS:
                 /* a new response starts (after a 1xx or a redirect) */
                 t->header_status = 0;
                 t->content_range_start = -1;
                 t->content_range_total = -1;
                 (void) curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->header_status);
                 return n;
-        }
-        if (n >= 14 && strncasecmp(buffer, "content-range:", 14) == 0) {
-                char value[128];
-                size_t len = MIN(n - 14, sizeof value - 1);
+        case HTTP_HEADER_CONTENT_RANGE: {
+                int64_t a, b, total;
 
-                memcpy(value, buffer + 14, len);
-                value[len] = 0;
-                parse_content_range(t, value);
+                if (http_content_range_parse(buffer + HTTP_CONTENT_RANGE_NAME_LEN, n - HTTP_CONTENT_RANGE_NAME_LEN,
+                                             &a, &b, &total) == 0) {
+                        t->content_range_start = a;
+                        t->content_range_total = total;
+                }
                 return n;
         }
-        if ((n == 2 && buffer[0] == '\r' && buffer[1] == '\n') || (n == 1 && buffer[0] == '\n')) {
+        case HTTP_HEADER_END: {
                 long s = 0;
 
                 (void) curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &s);
@@ -526,6 +492,12 @@ static size_t curl_header_cb(char *buffer, size_t size, size_t nitems, void *use
                         return 0;   /* CURLE_WRITE_ERROR; t->error holds the real result */
                 if (t->state == HTTP_TRANSFER_CANCELLED)
                         return 0;   /* cancelled from inside on_headers */
+                return n;
+        }
+        case HTTP_HEADER_OTHER:
+        case _HTTP_HEADER_LINE_MAX:
+        case _HTTP_HEADER_LINE_INVALID:
+                return n;
         }
         return n;
 }
