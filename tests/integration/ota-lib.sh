@@ -30,11 +30,18 @@ ota_image() {
 
 # ota_daemon URL [EXTRA CONFIG LINES...]: the daemon, devices online.
 # OTA_CONF: extra settings inside ota = { … } (e.g. "start_jitter_ms = 500;").
+# OTA_REPORT: a file for the daemon's --report (written when it stops).
 ota_daemon() {
         local url=$1; shift
         write_conf "$T/espfleetd.conf" "$T/fleet" 'device = { boot_time_ms = 100; };' \
                 "ota = { default_url = \"$url\"; ${OTA_CONF:-confirm_timeout = 5;} };" "$@"
-        start_daemon "$T/espfleetd.conf"
+        if [ -n "${OTA_REPORT:-}" ]; then
+                "$ESPFLEETD" -c "$T/espfleetd.conf" --report "$OTA_REPORT" >>"$T/espfleetd.log" 2>&1 &
+                DAEMON_PID=$!
+                _PIDS+=("$DAEMON_PID")
+        else
+                start_daemon "$T/espfleetd.conf"
+        fi
         local end=$((SECONDS + 90))
         while [ "$(count_lines "$T/log.out" 'MQTT_EVENT_CONNECTED')" -lt "${#OTA_IDS[@]}" ]; do
                 kill -0 "$DAEMON_PID" 2>/dev/null || fail "espfleetd exited"
@@ -237,4 +244,146 @@ while True:
 PY
         _PIDS+=("$!")
         wait_for 10 port_open "$CUT_PORT" || fail "the cutting server did not listen"
+}
+
+# ota_fault_server NAME CERT KEY [ARGS...] -> FAULT_PORT: tests/integration/
+# fault-server.py over TLS with CERT/KEY, serving $OTA_WWW as /FAULT/FILE
+# (the faults are listed at the top of fault-server.py). ARGS: --mode alert.
+# Its port is the one it bound (no race for a free port); one line per
+# connection in $T/fault-NAME.requests, the first naming the seed of its
+# random offsets: FAULT_SEED=N in the environment replays a run.
+ota_fault_server() {
+        local name=$1 cert=$2 key=$3; shift 3
+        local portfile=$T/fault-$name.port
+        rm -f "$portfile"
+        python3 "$SOURCE_DIR/tests/integration/fault-server.py" --cert "$cert" --key "$key" --root "$OTA_WWW" \
+                --log "$T/fault-$name.requests" --port-file "$portfile" ${FAULT_SEED:+--seed "$FAULT_SEED"} "$@" \
+                >>"$T/fault-$name.log" 2>&1 &
+        _PIDS+=("$!")
+        # written once it listens (no probing connection to show in its log)
+        wait_for 10 test -s "$portfile" || fail "fault server $name did not start"
+        FAULT_PORT=$(cat "$portfile")
+}
+
+# The daemon settings of the fault tests: two retries, short backoffs (the
+# 503 test needs Retry-After: 1 s below the cap and an hour above it), and a
+# stall is a transfer below 10 kB/s for 2 s (a healthy one runs at MB/s on
+# loopback; curl averages over up to 5 s, so 20 kB then nothing trips it
+# within a few seconds).
+OTA_FAULT_CONF='confirm_timeout = 5; max_retries = 2; retry_backoff_min_ms = 200; retry_backoff_max_ms = 2000;'
+OTA_FAULT_CONF+=' low_speed_limit = 10000; low_speed_time = 2;'
+
+# ota_fault_requests NAME PATH_REGEX: the lines of fault server NAME whose
+# path matches (one per request), e.g. ota_fault_requests main '/reset/'.
+ota_fault_requests() {
+        grep -E " path=$2" "$T/fault-$1.requests" || true
+}
+
+# ota_fault_connections NAME: every connection fault server NAME accepted.
+ota_fault_connections() {
+        grep -E '^conn=' "$T/fault-$1.requests" || true
+}
+
+# ota_expect_resumed NAME FAULT N: fault server NAME saw N requests for
+# /FAULT/: the first from byte 0, each later one "Range: bytes=X-" answered
+# 206, with X >= 1,024 and never going back (the device resumed where its
+# flash ended). The server notes a request when it ends: wait for them.
+ota_expect_resumed() {
+        local name=$1 fault=$2 n=$3 prev=1024 x i lines
+        wait_count 20 "$T/fault-$name.requests" " path=/$fault/" "$n" || fail "/$fault/: fewer than $n requests"
+        mapfile -t lines < <(ota_fault_requests "$name" "/$fault/")
+        [ "${#lines[@]}" -eq "$n" ] || fail "/$fault/: ${#lines[@]} requests, expected $n"
+        [[ ${lines[0]} == *" range=- status=200 "* ]] || fail "/$fault/: the first request is not from byte 0: ${lines[0]}"
+        for ((i = 1; i < n; i++)); do
+                x=$(sed -nE 's/.* range=bytes=([0-9]+)- status=206 .*/\1/p' <<<"${lines[$i]}")
+                [ -n "$x" ] && [ "$x" -ge "$prev" ] || fail "/$fault/: request $((i + 1)) did not resume at or past byte $prev: ${lines[$i]}"
+                prev=$x
+        done
+}
+
+# ota_expect_requests NAME FAULT N: exactly N requests for /FAULT/ (a final
+# fault: N = 1), none of them with a Range.
+ota_expect_requests() {
+        local name=$1 fault=$2 n=$3 got
+        wait_count 20 "$T/fault-$name.requests" " path=/$fault/" "$n" || fail "/$fault/: fewer than $n requests"
+        got=$(ota_fault_requests "$name" "/$fault/")
+        [ "$(grep -c . <<<"$got")" -eq "$n" ] || { echo "$got" >&2; fail "/$fault/: expected $n request(s)"; }
+        grep -q ' range=bytes' <<<"$got" && { echo "$got" >&2; fail "/$fault/: a Range request"; }
+        return 0
+}
+
+# ota_expect_gave_up ID REGEX ATTEMPTS: a transient fault, retried up to
+# ota.max_retries: ATTEMPTS - 1 "Download failed (…); retry k/N" lines, then
+# the final "upgrade failed: REGEX … (gave up after ATTEMPTS attempt(s))".
+ota_expect_gave_up() {
+        local id=$1 re=$2 attempts=$3
+        ota_expect_refused "$id" "$re.*\(gave up after $attempts attempt\(s\)\)"
+        local n
+        n=$(count_lines "$T/log.out" "^/esp/$id/log W \([0-9]+\) esp_https_ota: Download failed \(")
+        [ "$n" -eq $((attempts - 1)) ] || fail "$id: $n retry lines, expected $((attempts - 1))"
+        grep -qE "$id: OTA failed: .* after $attempts request\(s\)" "$T/espfleetd.log" \
+                || fail "$id: the daemon does not count $attempts requests"
+}
+
+# ota_expect_final ID REGEX: a final fault: "upgrade failed: REGEX" after one
+# request, no retry line, no "gave up".
+ota_expect_final() {
+        local id=$1 re=$2
+        ota_expect_refused "$id" "$re"
+        grep -qE "^/esp/$id/log W \([0-9]+\) esp_https_ota: Download failed" "$T/log.out" \
+                && fail "$id: a final failure was retried"
+        grep -qE "^/esp/$id/log E .*upgrade failed: .*gave up after" "$T/log.out" \
+                && fail "$id: a final failure says it gave up after retries"
+        grep -qE "$id: OTA failed: .* after 1 request\(s\)" "$T/espfleetd.log" \
+                || fail "$id: the daemon does not count exactly 1 request"
+}
+
+# ota_expect_sessions_kept: no device lost its broker session while the OTA
+# servers misbehaved (a fault on the download must stay on the download).
+ota_expect_sessions_kept() {
+        if grep -E ': Connection to the broker lost' "$T/espfleetd.log" >&2; then
+                fail "a device lost its broker session during the OTA faults"
+        fi
+}
+
+# ota_expect_unbootable ID [SLOT]: the daemon stopped, otadata still selects
+# ota_0 (VALID) and the passive slot (default ota_1) holds no bootable image:
+# whatever part of a download reached it, its header sector is erased.
+ota_expect_unbootable() {
+        local id=$1 slot=${2:-1} off size
+        ota_expect_selected "$id" 0 ESP_OTA_IMG_VALID
+        read -r off size < <("$ESPFLEET" flash info "$T/fleet/devices/$id" \
+                | sed -nE "s/^ +ota_$slot +app +ota_$slot +(0x[0-9a-f]+) +(0x[0-9a-f]+) .*/\1 \2/p")
+        [ -n "$off" ] || fail "$id: no ota_$slot in 'flash info'"
+        "$ESPFLEET" flash export "$T/fleet/devices/$id" "$T/$id-flash.bin" >>"$T/image.log" 2>&1 || fail "flash export $id"
+        dd if="$T/$id-flash.bin" of="$T/$id-ota_$slot.bin" bs=4096 skip=$((off / 4096)) count=$((size / 4096)) \
+                status=none || fail "dd ota_$slot of $id"
+        rm -f "$T/$id-flash.bin"
+        if "$ESPFLEET" image info "$T/$id-ota_$slot.bin" >"$T/$id-ota_$slot.info" 2>&1; then
+                cat "$T/$id-ota_$slot.info" >&2
+                fail "$id: ota_$slot holds a valid image"
+        fi
+        rm -f "$T/$id-ota_$slot.bin"
+}
+
+# ota_report_check REPORT.json DEVICES [COUNTERS]: Python dict literals. Each
+# device's ota.result in the report is its entry in DEVICES (a failure also
+# in its last_error, with 1.0.0 still running), and counters.ota_results
+# equals COUNTERS (default: DEVICES' values counted), e.g.
+#   ota_report_check "$T/report.json" "{'esp-0a0b0c': 'ESP_FAIL'}".
+ota_report_check() {
+        python3 - "$1" "$2" "${3:-}" <<'PY' || fail "the report does not match the devices' outcomes"
+import ast, collections, json, sys
+r = json.load(open(sys.argv[1]))
+want = ast.literal_eval(sys.argv[2])
+got = r["counters"]["ota_results"]
+exp = ast.literal_eval(sys.argv[3]) if sys.argv[3] else dict(collections.Counter(want.values()))
+assert got == exp, f"counters.ota_results: {got}, expected {exp}"
+devs = {d["id"]: d for d in r["devices"]}
+for i, res in want.items():
+    assert devs[i]["ota"]["result"] == res, (i, devs[i]["ota"], res)
+    if res != "ESP_OK":
+        assert res in (devs[i]["last_error"] or ""), (i, devs[i]["last_error"])
+        assert devs[i]["version"] == "1.0.0", (i, devs[i]["version"])
+PY
 }

@@ -4,7 +4,9 @@
 #   device 0: one byte of the app changed          -> the appended SHA-256;
 #   device 1: the same, checksum and SHA-256 fixed  -> the signature;
 #   device 2: one byte of the RSA signature, block CRC fixed -> RSA-PSS.
-# Every device keeps running 1.0.0 with ota_0 selected.
+# Each refusal is final (one request, no retry). Every device keeps running
+# 1.0.0 with ota_0 selected and ota_1 unbootable; the report counts three
+# ESP_ERR_OTA_VALIDATE_FAILED.
 source "$(dirname "$0")/ota-lib.sh"
 
 ota_fleet 3
@@ -51,18 +53,20 @@ grep -qE '^  SHA-256: +[0-9a-f]{64} valid$' <<<"$info" || { echo "$info" >&2; fa
         >>"$T/image.log" 2>&1 && fail "tampered-rehashed.bin still verifies"
 
 start_s_server "$T/pki" "$OTA_WWW"
-ota_daemon "https://localhost:$OTA_PORT/none.bin"
+OTA_REPORT=$T/report.json ota_daemon "https://localhost:$OTA_PORT/none.bin"
 names=(tampered-body tampered-rehashed tampered-signature)
 for i in 0 1 2; do
         ota_set_url "${OTA_IDS[$i]}" "https://localhost:$OTA_PORT/${names[$i]}.bin"
 done
 ota_run
-ota_expect_refused "${OTA_IDS[0]}" 'ESP_ERR_OTA_VALIDATE_FAILED: invalid image: checksum mismatch'
-ota_expect_refused "${OTA_IDS[1]}" 'ESP_ERR_OTA_VALIDATE_FAILED: secure boot check fail: signature block 0 .*signs digest'
-ota_expect_refused "${OTA_IDS[2]}" 'ESP_ERR_OTA_VALIDATE_FAILED: secure boot check fail: signature block 0 '
+ota_expect_final "${OTA_IDS[0]}" 'ESP_ERR_OTA_VALIDATE_FAILED: invalid image: checksum mismatch'
+ota_expect_final "${OTA_IDS[1]}" 'ESP_ERR_OTA_VALIDATE_FAILED: secure boot check fail: signature block 0 .*signs digest'
+ota_expect_final "${OTA_IDS[2]}" 'ESP_ERR_OTA_VALIDATE_FAILED: secure boot check fail: signature block 0 '
 grep -E "^/esp/${OTA_IDS[2]}/log E .*upgrade failed" "$T/log.out" | grep -qE 'CRC|signs digest' \
         && fail "the signature tamper was caught by the CRC or digest, not by RSA-PSS"
 
 stop_daemon
-for i in 0 1 2; do ota_expect_selected "${OTA_IDS[$i]}" 0 ESP_OTA_IMG_VALID; done
+for i in 0 1 2; do ota_expect_unbootable "${OTA_IDS[$i]}"; done
+ota_report_check "$T/report.json" "{'${OTA_IDS[0]}': 'ESP_ERR_OTA_VALIDATE_FAILED',
+        '${OTA_IDS[1]}': 'ESP_ERR_OTA_VALIDATE_FAILED', '${OTA_IDS[2]}': 'ESP_ERR_OTA_VALIDATE_FAILED'}"
 echo "ok: tampered images refused"

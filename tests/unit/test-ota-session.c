@@ -264,6 +264,20 @@ Test(ota_session, server_down_retries_then_fails) {
         cr_assert_not_null(strstr(r.log, "retry 2/2"), "%s", r.log);
 }
 
+Test(ota_session, not_found_is_final) {
+        /* a 4xx meets the same answer on the next request: not retried
+         * (README "OTA server faults") */
+        Run r = {};
+
+        start_nginx(1000000);
+        run_ota("nope.bin", (OtaSessionOptions) { .max_retries = 2, .retry_base_usec = 10000 }, &r);
+        cr_assert_eq(r.outcome.error, -ESP_FAIL_CODE, "%s: %s", esp_err_to_name(r.outcome.error), r.message);
+        cr_assert_str_eq(r.message, "HTTP status 404");
+        cr_assert_eq(r.outcome.attempts, 1, "%s", r.log);
+        cr_assert_null(strstr(r.log, "retry"), "%s", r.log);
+        cr_assert_eq(r.events[r.n_events - 1], OTA_EVENT_ABORT);
+}
+
 Test(ota_session, resumes_with_range_on_nginx) {
         Run r = {};
 
