@@ -87,7 +87,7 @@ struct Device {
         uint64_t connect_due_usec;      /* when the current attempt was due */
         bool connect_timed_out;
         bool booted_once;
-        bool power_cut;                 /* device_power_cut() is dropping the connection */
+        bool power_cut;                 /* a reset (power cut, operator restart) is dropping the connection */
         uint64_t ota_run_usec;          /* update/run received, until online with another version */
         char ota_from_version[33];
         uint64_t ota_start_usec, ota_written_usec;
@@ -1425,8 +1425,11 @@ void device_restart(Device *d) {
         case DEVICE_NO_CONNECT:
         case DEVICE_FAILED:
                 log_dev_info(d->id, "Restart requested by the operator");
+                /* an attempt in flight ends with the reset: not a failed connection */
+                d->power_cut = true;
                 if (d->client)
                         mqtt_client_abort(d->client);
+                d->power_cut = false;
                 device_enter_state(d, DEVICE_BOOTING);
                 break;
         case DEVICE_OFF:
