@@ -510,8 +510,8 @@ static void retry_or_give_up(Device *d) {
 /* A connection attempt that failed (asynchronously, or already inside
  * connect()): counted by reason, logged in words, then BACKOFF or FAILED. */
 static void attempt_failed(Device *d, int reason) {
-        char ebuf[256];
-        (void) openssl_last_error(ebuf, sizeof ebuf, "");
+        char obuf[256];
+        const char *ebuf = openssl_last_error(obuf, sizeof obuf, "");
         d->failures++;
         resolver_connect_failed(d->ctx->resolver, d->broker_addr);
         char rbuf[64];
