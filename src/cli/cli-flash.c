@@ -159,9 +159,9 @@ static int info_main(int argc, char **argv) {
                        (p->flags & PARTITION_FLAG_ENCRYPTED) && (p->flags & PARTITION_FLAG_READONLY) ? "," : "",
                        p->flags & PARTITION_FLAG_READONLY ? "readonly" : "");
         }
-        if (partition_table_flash_size(t) > flash_size(f))
+        if (partition_table_end(t) > flash_size(f))
                 printf("Warning: the partitions end at 0x%" PRIx32 ", beyond the end of the flash.\n",
-                       partition_table_flash_size(t));
+                       partition_table_end(t));
 
         print_otadata(f, t);
         return 0;

@@ -32,13 +32,14 @@ static bool is_binary_table(const uint8_t *data, size_t size) {
 
 /* Loads a table from whatever the user named: a device directory (its
  * flash.bin), FLEETDIR/ID, a flash image, a binary table or a CSV. */
-static int load_any(const char *arg, PartitionTable **ret, char *err, size_t errlen) {
+static int load_any(const char *arg, PartitionTable **ret, uint32_t *ret_flash_size, char *err, size_t errlen) {
         _cleanup_free_ char *image = NULL, *devdir = NULL;
         _cleanup_free_ uint8_t *data = NULL;
         struct stat st;
         size_t size;
         int r;
 
+        *ret_flash_size = 0;
         if (stat(arg, &st) < 0 || S_ISDIR(st.st_mode)) {
                 if (stat(arg, &st) >= 0) {
                         if (asprintf(&image, "%s/" FLEET_DEVICE_FLASH_FILE, arg) < 0)
@@ -69,6 +70,7 @@ static int load_any(const char *arg, PartitionTable **ret, char *err, size_t err
                         snprintf(err, errlen, "%s: cannot open the flash image: %s", image, strerror(-r));
                         return r;
                 }
+                *ret_flash_size = flash_size(f);
                 return partition_table_load(f, ret, err, errlen);
         }
 
@@ -119,7 +121,8 @@ static int json_partition(json_object *partitions, const Partition *p) {
         return cli_json_append(partitions, TAKE_PTR(o));
 }
 
-static int json_table(const PartitionTable *t, json_object **ret) {
+/* flash_bytes: the size of the flash the table was read from; 0 when it came from a file. */
+static int json_table(const PartitionTable *t, uint32_t flash_bytes, json_object **ret) {
         _cleanup_(json_object_putp) json_object *root = NULL, *partitions = NULL;
         int r;
 
@@ -133,7 +136,9 @@ static int json_table(const PartitionTable *t, json_object **ret) {
                         return r;
         }
         if (cli_json_add(root, "offset", json_object_new_uint64(PARTITION_TABLE_OFFSET)) < 0 ||
-            cli_json_add(root, "flash_size", json_object_new_uint64(partition_table_flash_size(t))) < 0 ||
+            cli_json_add(root, "end", json_object_new_uint64(partition_table_end(t))) < 0 ||
+            (flash_bytes > 0 ? cli_json_add(root, "flash_size", json_object_new_uint64(flash_bytes))
+                            : cli_json_add_null(root, "flash_size")) < 0 ||
             cli_json_add(root, "ota_slots", json_object_new_uint64(partition_table_ota_count(t))) < 0 ||
             cli_json_add(root, "partitions", TAKE_PTR(partitions)) < 0)
                 return -ENOMEM;
@@ -141,11 +146,11 @@ static int json_table(const PartitionTable *t, json_object **ret) {
         return 0;
 }
 
-static int print_json(const PartitionTable *t) {
+static int print_json(const PartitionTable *t, uint32_t flash_bytes) {
         _cleanup_(json_object_putp) json_object *root = NULL;
         int r;
 
-        r = json_table(t, &root);
+        r = json_table(t, flash_bytes, &root);
         if (r < 0)
                 return log_error_errno(r, "Cannot build the JSON table: %m");
         return cli_json_print(root);
@@ -213,6 +218,7 @@ static int show_main(int argc, char **argv) {
         };
         _cleanup_(partition_table_freep) PartitionTable *t = NULL;
         bool json = false;
+        uint32_t flash_bytes;
         char err[768] = "";
         int c, r;
 
@@ -240,14 +246,14 @@ static int show_main(int argc, char **argv) {
                 return 2;
         }
 
-        r = load_any(argv[optind], &t, err, sizeof(err));
+        r = load_any(argv[optind], &t, &flash_bytes, err, sizeof(err));
         if (r < 0) {
                 log_error("%s", *err ? err : strerror(-r));
                 return 1;
         }
 
         if (json) {
-                if (print_json(t) < 0)
+                if (print_json(t, flash_bytes) < 0)
                         return 1;
         } else {
                 _cleanup_free_ char *csv = NULL;

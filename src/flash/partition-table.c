@@ -878,7 +878,7 @@ unsigned partition_table_ota_count(const PartitionTable *t) {
 }
 
 int partition_table_verify_fits(const PartitionTable *t, uint32_t flash_bytes, char *err, size_t errlen) {
-        uint32_t end = partition_table_flash_size(t);
+        uint32_t end = partition_table_end(t);
         const double mb = 1024.0 * 1024.0;
 
         if (end <= flash_bytes)
@@ -889,7 +889,7 @@ int partition_table_verify_fits(const PartitionTable *t, uint32_t flash_bytes, c
         return -EFBIG;
 }
 
-uint32_t partition_table_flash_size(const PartitionTable *t) {
+uint32_t partition_table_end(const PartitionTable *t) {
         uint64_t end = 0;
         if (!t)
                 return 0;
@@ -960,7 +960,7 @@ int partition_table_write(Flash *f, const PartitionTable *t) {
 
         if (!f || !t)
                 return -EINVAL;
-        if (partition_table_flash_size(t) > flash_size(f))
+        if (partition_table_end(t) > flash_size(f))
                 return -ERANGE;
         r = partition_table_to_binary(t, buf);
         if (r < 0)

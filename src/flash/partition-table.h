@@ -112,7 +112,7 @@ const Partition *partition_table_find_ota(const PartitionTable *t, unsigned slot
 unsigned partition_table_ota_count(const PartitionTable *t);
 
 /* End of the last partition: the flash size the table needs. */
-uint32_t partition_table_flash_size(const PartitionTable *t);
+uint32_t partition_table_end(const PartitionTable *t);
 /* -EFBIG (with gen_esp32part's message) when the table ends past a flash of `flash_bytes`. */
 int partition_table_verify_fits(const PartitionTable *t, uint32_t flash_bytes, char *err, size_t errlen);
 

@@ -711,7 +711,7 @@ int app_image_build(const AppImageParams *p, uint8_t **ret_data, size_t *ret_len
         memcpy(desc + 48, project, strlen(project));
         memcpy(desc + 80, "12:00:00", 8);
         memcpy(desc + 96, "Jan  1 2026", 11);
-        memcpy(desc + 112, "v5.2.1", 6);
+        memcpy(desc + 112, APP_IDF_VERSION, strlen(APP_IDF_VERSION));
         memcpy(desc + 144, elf_sha, 32);
         le16_write(desc + 176, 0);
         le16_write(desc + 178, 99);

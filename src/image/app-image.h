@@ -43,6 +43,10 @@
 #define APP_MARKER_OFFSET (APP_DESC_OFFSET + APP_DESC_LEN)
 #define APP_MARKER_LEN 16
 
+/* The ESP-IDF release the emulated firmware claims: the app descriptor's
+ * idf_ver, and the banner of the emulated 2nd stage bootloader. */
+#define APP_IDF_VERSION "v5.2.1"
+
 /* esp_https_ota's IMAGE_HEADER_SIZE: all of the above fits in it (§8). */
 #define APP_IMAGE_PEEK_LEN 1024
 

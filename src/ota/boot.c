@@ -9,6 +9,7 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "dsemu/efuse.h"
+#include "image/app-image.h"
 #include "image/sbv2.h"
 #include "ota/boot-cache.h"
 #include "ota/boot.h"
@@ -451,7 +452,7 @@ int boot_run(Flash *flash, const PartitionTable *table, Efuse *efuse, const Boot
         if (k < 0)
                 return k;
 
-        boot_log(&log, 'I', "boot", "ESP-IDF v5.1.2 2nd stage bootloader (espfleet emulation)");
+        boot_log(&log, 'I', "boot", "ESP-IDF " APP_IDF_VERSION " 2nd stage bootloader (espfleet emulation)");
         boot_log(&log, 'I', "boot", "chip: %s, secure boot: %s, anti-rollback SECURE_VERSION: %u",
                  esp_chip_to_string(efuse_chip(efuse)), efuse_secure_boot_enabled(efuse) ? "on" : "off",
                  efuse_secure_version(efuse));

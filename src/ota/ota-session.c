@@ -249,11 +249,17 @@ static int64_t session_total(OtaSession *s, bool *estimated) {
         return (int64_t) (need_sig ? ALIGN_TO(image_len, SBV2_SECTOR_SIZE) + SBV2_SECTOR_SIZE : image_len);
 }
 
-static void session_progress_report(OtaSession *s, uint64_t done, int64_t total, int decile) {
+/* With no Content-Length the total is only an estimate (from the image
+ * header): then the line says what was written and no share of a total it
+ * does not know. */
+static void session_progress_report(OtaSession *s, uint64_t done, int64_t total, bool estimated, int decile) {
         s->last_decile = decile;
         session_event(s, OTA_EVENT_WRITE_FLASH, (int64_t) done);
-        session_log(s, 'I', "esp_https_ota", "Image bytes written: %" PRIu64 " of %" PRId64 " (%d %%)", done, total,
-                    decile * 10);
+        if (estimated)
+                session_log(s, 'I', "esp_https_ota", "Image bytes written: %" PRIu64, done);
+        else
+                session_log(s, 'I', "esp_https_ota", "Image bytes written: %" PRIu64 " of %" PRId64 " (%d %%)", done,
+                            total, decile * 10);
 }
 
 static void session_progress(OtaSession *s) {
@@ -267,7 +273,7 @@ static void session_progress(OtaSession *s) {
         decile = (int) MIN((uint64_t) (estimated ? 9 : 10), done * 10 / (uint64_t) total);
         if (decile <= s->last_decile)
                 return;
-        session_progress_report(s, done, total, decile);
+        session_progress_report(s, done, total, estimated, decile);
 }
 
 /* The body ended and is complete: whatever the total was (or was not), the
@@ -276,7 +282,7 @@ static void session_progress_end(OtaSession *s) {
         uint64_t done = ota_writer_written(s->writer);
 
         if (s->last_decile < 10)
-                session_progress_report(s, done, (int64_t) done, 10);
+                session_progress_report(s, done, (int64_t) done, false, 10);
 }
 
 static int on_http_data(HttpTransfer *t, const void *data, size_t size, void *userdata) {

@@ -68,11 +68,11 @@ int payload_parse_url(const void *payload, size_t len, char *ret, size_t ret_siz
                 snprintf(reason, n, "URL contains a space, a control character or a NUL byte");
                 return -EINVAL;
         }
-        if (len < 9 || !strneq(p, "https://", 8)) {
+        if (len < 8 || !strneq(p, "https://", 8)) {
                 snprintf(reason, n, "only https:// URLs are accepted");
                 return -EINVAL;
         }
-        if (p[8] == '/' || p[8] == ':' || p[8] == '?' || p[8] == '#') {
+        if (len == 8 || p[8] == '/' || p[8] == ':' || p[8] == '?' || p[8] == '#') {
                 snprintf(reason, n, "URL has no host");
                 return -EINVAL;
         }

@@ -95,7 +95,10 @@ log "partition-table show --format json"
 check_json "$T/pt.json" '
 names = [l.split(",")[0].strip() for l in open(sys.argv[1]) if l.strip() and not l.startswith("#")]
 assert d["offset"] == 0x8000 and d["ota_slots"] == 2, d
+# the device flash is 4 MiB; the table ends where its last partition does
+assert d["flash_size"] == 4 * 1024 * 1024, d
 p = {x["name"]: x for x in d["partitions"]}
+assert d["end"] == max(x["offset"] + x["size"] for x in d["partitions"]), d
 assert [x["name"] for x in d["partitions"]] == names, (d["partitions"], names)
 assert (p["nvs"]["type"], p["nvs"]["subtype"], p["nvs"]["offset"], p["nvs"]["size"]) == ("data", "nvs", 0x9000, 0x6000)
 c = p["esp_secure_cert"]
@@ -112,6 +115,8 @@ assert got == [("nvs", "data", "nvs", 0x4000), ("otadata", "data", "ota", 0x2000
                ("phy_init", "data", "phy", 0x1000), ("factory", "app", "factory", 0x100000),
                ("ota_0", "app", "ota_0", 0x100000), ("ota_1", "app", "ota_1", 0x100000)], got
 assert d["partitions"][0]["offset"] == 0x9000 and d["ota_slots"] == 2, d
+# a table file knows how much flash it needs, not the size of any flash
+assert d["flash_size"] is None and d["end"] == 0x310000, d
 ' || fail "partition-table JSON of two_ota.bin"
 
 # a name that is not UTF-8 still gives valid JSON, byte for byte

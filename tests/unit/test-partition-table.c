@@ -101,8 +101,8 @@ Test(partition_table, default_layout) {
 
         cr_assert_eq(partition_table_count(t), 7);
         cr_assert_eq(partition_table_ota_count(t), 2);
-        cr_assert_eq(partition_table_flash_size(t), 0x320000);
-        cr_assert_leq(partition_table_flash_size(t), FLASH_DEFAULT_SIZE);
+        cr_assert_eq(partition_table_end(t), 0x320000);
+        cr_assert_leq(partition_table_end(t), FLASH_DEFAULT_SIZE);
 
         const Partition *p = partition_table_find(t, PARTITION_TYPE_DATA, PARTITION_SUBTYPE_DATA_NVS);
         cr_assert_not_null(p);

@@ -60,6 +60,9 @@ Test(payload, url) {
         }
         cr_assert_eq(payload_parse_url(S("http://x/y"), url, sizeof url, why, sizeof why), -EINVAL);
         cr_assert(strstr(why, "https"), "%s", why);
+        /* a bare scheme is an https URL without a host, not a wrong scheme */
+        cr_assert_eq(payload_parse_url(S("https://"), url, sizeof url, why, sizeof why), -EINVAL);
+        cr_assert_str_eq(why, "URL has no host");
 
         /* 255 bytes fit, 256 do not */
         char u[300];
