@@ -64,6 +64,7 @@ int log_internal(int level, LogTopic topic, const char *device_id, int error,
 #define log_notice(...)  log_full_errno(LOG_NOTICE, LOG_TOPIC, NULL, 0, __VA_ARGS__)
 #define log_warning(...) log_full_errno(LOG_WARNING, LOG_TOPIC, NULL, 0, __VA_ARGS__)
 #define log_error(...)   log_full_errno(LOG_ERR, LOG_TOPIC, NULL, 0, __VA_ARGS__)
+#define log_oom()        log_full_errno(LOG_ERR, LOG_TOPIC, NULL, -ENOMEM, "Out of memory")   /* -ENOMEM */
 #define log_debug_errno(e, ...)   log_full_errno(LOG_DEBUG, LOG_TOPIC, NULL, e, __VA_ARGS__)
 #define log_warning_errno(e, ...) log_full_errno(LOG_WARNING, LOG_TOPIC, NULL, e, __VA_ARGS__)
 #define log_error_errno(e, ...)   log_full_errno(LOG_ERR, LOG_TOPIC, NULL, e, __VA_ARGS__)

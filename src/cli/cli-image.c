@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include "basic/openssl-util.h"
 #include "basic/parse-util.h"
 #include "cli/cli.h"
+#include "cli/cli-json.h"
 #include "image/app-image.h"
 #include "image/sbv2.h"
 
@@ -28,7 +30,7 @@ static void image_help(void) {
                "        Appends a Secure Boot V2 signature sector (RSA-3072 -> version 2 block,\n"
                "        EC P-256 -> version 3 block); on a signed file, adds a block (max 3).\n"
                "        Without -o the file is replaced.\n"
-               "  info FW.bin\n"
+               "  info FW.bin [--format text|json]\n"
                "        Header, app descriptor, hash validity and every signature block.\n"
                "  verify FW.bin (--key-digest HEX|FILE.bin)… | --key PEM\n"
                "        Checks hash and signature against trusted key digests (as in eFuse);\n"
@@ -250,27 +252,205 @@ static void print_blocks(const uint8_t *sector, const uint8_t digest[SBV2_DIGEST
         }
 }
 
+static json_object *json_hex(const uint8_t *d, size_t n) {
+        char hex[2 * 64 + 1];
+
+        assert(n <= 64);
+        hexline(d, n, hex);
+        return json_object_new_string(hex);
+}
+
+static json_object *json_chip_rev(uint16_t full) {
+        char v[16];
+
+        snprintf(v, sizeof v, "%u.%u", full / 100, full % 100);
+        return json_object_new_string(v);
+}
+
+/* The signature blocks of a sector, as print_blocks() shows them. */
+static int json_blocks(json_object *sig, const uint8_t *sector, const uint8_t digest[SBV2_DIGEST_LEN]) {
+        _cleanup_(json_object_putp) json_object *blocks = json_object_new_array();
+
+        if (!blocks)
+                return -ENOMEM;
+        for (unsigned i = 0; i < SBV2_MAX_BLOCKS; i++) {
+                _cleanup_(json_object_putp) json_object *o = NULL;
+                const uint8_t *raw = sector + i * SBV2_BLOCK_SIZE;
+                char err[256] = "";
+                Sbv2Block b;
+
+                if (raw[0] != SBV2_MAGIC)
+                        break;
+                o = json_object_new_object();
+                if (!o || cli_json_add(o, "index", json_object_new_uint64(i)) < 0)
+                        return -ENOMEM;
+                if (sbv2_parse_block(raw, SBV2_BLOCK_SIZE, &b, err, sizeof err) < 0) {
+                        if (cli_json_add(o, "valid", json_object_new_boolean(false)) < 0 ||
+                            cli_json_add(o, "error", json_object_new_string(err)) < 0)
+                                return -ENOMEM;
+                } else {
+                        bool ok = sbv2_block_verify(&b, digest, err, sizeof err) >= 0;
+
+                        if (cli_json_add(o, "version", json_object_new_uint64(b.version)) < 0 ||
+                            cli_json_add(o, "key_type", json_object_new_string(sbv2_key_type_to_string(b.type))) < 0 ||
+                            cli_json_add(o, "crc", json_object_new_uint64(b.crc)) < 0 ||
+                            cli_json_add(o, "key_digest", json_hex(b.key_digest, sizeof b.key_digest)) < 0 ||
+                            cli_json_add(o, "valid", json_object_new_boolean(ok)) < 0 ||
+                            (ok ? cli_json_add_null(o, "error") : cli_json_add(o, "error", json_object_new_string(err))) < 0)
+                                return -ENOMEM;
+                }
+                if (cli_json_append(blocks, TAKE_PTR(o)) < 0)
+                        return -ENOMEM;
+        }
+        return cli_json_add(sig, "blocks", TAKE_PTR(blocks));
+}
+
+/* The same facts as the text, keyed; `error` is the parse error (or NULL). */
+static int info_json(const char *path, const uint8_t *data, size_t len, const AppImageInfo *info, const char *error) {
+        _cleanup_(json_object_putp) json_object *root = json_object_new_object(), *sig = NULL;
+        bool is_app = len >= APP_IMAGE_HEADER_LEN && data[0] == APP_IMAGE_MAGIC;
+
+        if (!root ||
+            cli_json_add(root, "file", cli_json_new_text(path)) < 0 ||
+            cli_json_add(root, "size", json_object_new_uint64(len)) < 0 ||
+            cli_json_add(root, "valid", json_object_new_boolean(!error)) < 0 ||
+            (error ? cli_json_add(root, "error", cli_json_new_text(error)) : cli_json_add_null(root, "error")) < 0)
+                return -ENOMEM;
+
+        if (is_app) {
+                _cleanup_(json_object_putp) json_object *h = json_object_new_object(), *segs = json_object_new_array();
+                const char *chip = esp_chip_id_to_string(info->header.chip_id);
+
+                if (!h || !segs ||
+                    cli_json_add(h, "chip_id", json_object_new_uint64(info->header.chip_id)) < 0 ||
+                    (chip ? cli_json_add(h, "chip", json_object_new_string(chip)) : cli_json_add_null(h, "chip")) < 0 ||
+                    cli_json_add(h, "segment_count", json_object_new_uint64(info->header.segment_count)) < 0 ||
+                    cli_json_add(h, "entry_addr", json_object_new_uint64(info->header.entry_addr)) < 0 ||
+                    cli_json_add(h, "spi_mode", json_object_new_uint64(info->header.spi_mode)) < 0 ||
+                    cli_json_add(h, "spi_speed_size", json_object_new_uint64(info->header.spi_speed_size)) < 0 ||
+                    cli_json_add(h, "min_chip_rev", json_chip_rev(info->header.min_chip_rev_full)) < 0 ||
+                    cli_json_add(h, "max_chip_rev", json_chip_rev(info->header.max_chip_rev_full)) < 0 ||
+                    cli_json_add(h, "hash_appended", json_object_new_boolean(info->header.hash_appended)) < 0)
+                        return -ENOMEM;
+                for (unsigned i = 0; i < info->n_segments; i++) {
+                        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+
+                        if (!o ||
+                            cli_json_add(o, "load_addr", json_object_new_uint64(info->segments[i].load_addr)) < 0 ||
+                            cli_json_add(o, "offset", json_object_new_uint64(info->segments[i].offset)) < 0 ||
+                            cli_json_add(o, "length", json_object_new_uint64(info->segments[i].length)) < 0 ||
+                            cli_json_append(segs, TAKE_PTR(o)) < 0)
+                                return -ENOMEM;
+                }
+                if (cli_json_add(h, "segments", TAKE_PTR(segs)) < 0 || cli_json_add(root, "header", TAKE_PTR(h)) < 0)
+                        return -ENOMEM;
+        } else if (cli_json_add_null(root, "header") < 0)
+                return -ENOMEM;
+
+        if (info->has_desc) {
+                _cleanup_(json_object_putp) json_object *d = json_object_new_object();
+
+                if (!d ||
+                    cli_json_add(d, "version", cli_json_new_text(info->desc.version)) < 0 ||
+                    cli_json_add(d, "secure_version", json_object_new_uint64(info->desc.secure_version)) < 0 ||
+                    cli_json_add(d, "project_name", cli_json_new_text(info->desc.project_name)) < 0 ||
+                    cli_json_add(d, "date", cli_json_new_text(info->desc.date)) < 0 ||
+                    cli_json_add(d, "time", cli_json_new_text(info->desc.time)) < 0 ||
+                    cli_json_add(d, "idf_ver", cli_json_new_text(info->desc.idf_ver)) < 0 ||
+                    cli_json_add(d, "app_elf_sha256", json_hex(info->desc.app_elf_sha256, 32)) < 0 ||
+                    cli_json_add(d, "behaviour", json_object_new_string(app_behaviour_to_string(info->behaviour))) < 0 ||
+                    cli_json_add(d, "espfleet_marker", json_object_new_boolean(info->has_marker)) < 0 ||
+                    cli_json_add(root, "app_desc", TAKE_PTR(d)) < 0)
+                        return -ENOMEM;
+        } else if (cli_json_add_null(root, "app_desc") < 0)
+                return -ENOMEM;
+
+        if (!error) {
+                _cleanup_(json_object_putp) json_object *im = json_object_new_object();
+
+                if (!im ||
+                    cli_json_add(im, "length", json_object_new_uint64(info->image_len)) < 0 ||
+                    cli_json_add(im, "checksum", json_object_new_uint64(info->checksum)) < 0 ||
+                    cli_json_add(im, "sha256", json_hex(info->image_hash, 32)) < 0 ||
+                    cli_json_add(root, "image", TAKE_PTR(im)) < 0)
+                        return -ENOMEM;
+        } else if (cli_json_add_null(root, "image") < 0)
+                return -ENOMEM;
+
+        /* the signature sector: that of a valid image, or of a signed blob that is no app */
+        if (!error && info->has_signature_sector) {
+                sig = json_object_new_object();
+                if (!sig ||
+                    cli_json_add(sig, "offset", json_object_new_uint64(info->signed_len)) < 0 ||
+                    cli_json_add(sig, "signed_digest", json_hex(info->signed_digest, 32)) < 0 ||
+                    json_blocks(sig, data + info->signed_len, info->signed_digest) < 0)
+                        return -ENOMEM;
+        } else if (error && !info->has_desc && sbv2_file_is_signed(data, len)) {
+                uint8_t digest[32];
+
+                if (EVP_Digest(data, len - SBV2_SECTOR_SIZE, digest, NULL, EVP_sha256(), NULL) == 1) {
+                        sig = json_object_new_object();
+                        if (!sig ||
+                            cli_json_add(sig, "offset", json_object_new_uint64(len - SBV2_SECTOR_SIZE)) < 0 ||
+                            cli_json_add(sig, "signed_digest", json_hex(digest, 32)) < 0 ||
+                            json_blocks(sig, data + len - SBV2_SECTOR_SIZE, digest) < 0)
+                                return -ENOMEM;
+                }
+        }
+        if (sig ? cli_json_add(root, "signature", TAKE_PTR(sig)) < 0 : cli_json_add_null(root, "signature") < 0)
+                return -ENOMEM;
+        if (!error && !info->has_signature_sector &&
+            cli_json_add(root, "trailing_bytes", json_object_new_uint64(info->total_len - info->image_len)) < 0)
+                return -ENOMEM;
+        return cli_json_print(root);
+}
+
 static int image_info_main(int argc, char **argv) {
+        static const struct option options[] = {
+                { "format", required_argument, NULL, 'f' },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
         _cleanup_free_ uint8_t *data = NULL;
         char err[512] = "", hex[65];
         const char *path, *chip;
         AppImageInfo info;
+        bool json = false;
         size_t len;
-        int r;
+        int c, r;
 
-        if (argc == 2 && (streq(argv[1], "--help") || streq(argv[1], "-h"))) {
-                image_help();
-                return 0;
-        }
-        if (argc != 2) {
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "f:h", options, NULL)) >= 0)
+                switch (c) {
+                case 'f':
+                        if (streq(optarg, "json"))
+                                json = true;
+                        else if (!streq(optarg, "text")) {
+                                log_error("--format '%s' is not one of text, json.", optarg);
+                                return 2;
+                        }
+                        break;
+                case 'h':
+                        image_help();
+                        return 0;
+                default:
+                        return 2;
+                }
+        if (argc - optind != 1) {
                 log_error("image info takes one FW.bin. See 'espfleet image --help'.");
                 return 2;
         }
-        path = argv[1];
+        path = argv[optind];
         if (read_input(path, &data, &len) < 0)
                 return 1;
 
         r = app_image_parse(data, len, &info, err, sizeof err);
+        if (json) {
+                int k = info_json(path, data, len, &info, r < 0 ? err : NULL);
+                if (k == -ENOMEM)
+                        log_oom();
+                return k < 0 || r < 0 ? 1 : 0;
+        }
         printf("%s: %zu bytes\n", path, len);
         if (len >= APP_IMAGE_HEADER_LEN && data[0] == APP_IMAGE_MAGIC) {
                 chip = esp_chip_id_to_string(info.header.chip_id);

@@ -353,10 +353,6 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static int log_oom(void) {
-        return log_error_errno(ENOMEM, "Out of memory");
-}
-
 /* Writes every report asked for; `reason` says what ended (or paused) the run. */
 static void write_reports(Supervisor *sup, const char *reason) {
         _cleanup_free_ MetricsBlock **blocks = NULL;

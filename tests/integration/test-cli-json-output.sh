@@ -2,7 +2,8 @@
 # The CLI's JSON outputs parse as JSON (strict UTF-8) and say what the device
 # holds: `efuse summary --format json` (espefuse's layout), `nvs dump
 # --format json` (NVS strings byte for byte as U+0000..U+00FF, blobs as hex)
-# and `partition-table show --format json`. No daemon, no broker.
+# --format json`, `partition-table show --format json`, `device list|show
+# --format json` and `image info --format json`. No daemon, no broker.
 source "$(dirname "$0")/lib.sh"
 : "${VECTORS_DIR:=$SOURCE_DIR/../shared/vectors}"
 
@@ -144,4 +145,58 @@ python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$T/corrupt.json" || 
 grep -qE "entries unreadable \(the first: ESP_ERR_NVS_[A-Z_]+\)" "$T/corrupt.err" \
         || { cat "$T/corrupt.err" >&2; fail "no message about the unreadable entries"; }
 
-echo "ok: efuse, nvs and partition-table JSON parse and hold the device's values"
+
+log "device list / device show --format json"
+"$ESPFLEET" device list "$T/fleet" --format json >"$T/list.json" || fail "device list --format json"
+check_json "$T/list.json" '
+d0 = d["devices"][0]
+assert len(d["devices"]) == 1 and d["chip"] == "esp32c3", d
+assert (d0["index"], d0["id"], d0["mac"], d0["version"], d0["running"], d0["pid"]) == \
+       (0, sys.argv[1], sys.argv[2], "1.0.0", False, None), d0
+' "$id" "$mac" || fail "device list JSON"
+"$ESPFLEET" device show "$T/fleet" "$id" --format json >"$T/show.json" || fail "device show --format json"
+check_json "$T/show.json" '
+assert d["id"] == sys.argv[1] and d["mac"] == sys.argv[2] and d["index"] == 0, d
+assert d["certificate"]["subject"].endswith("CN=" + sys.argv[1]) and d["certificate"]["rsa_bits"] == 2048, d
+e = d["efuse"]
+assert (e["ds_key_purpose"], e["ds_key_readable"], e["secure_boot_enabled"]) == \
+       ("HMAC_DOWN_DIGITAL_SIGNATURE", False, True), e
+# where the key is, never what it is
+assert not any(len(str(v)) >= 64 for v in e.values()), e
+f = d["firmware"]
+assert (f["boot_slot"], f["version"], f["error"]) == (0, "1.0.0", None), f
+s = d["settings"]
+# set by the nvs steps above; the url holds every odd byte, exactly
+assert s["interval"] == 4242 and s["url"].encode("latin-1").startswith(b"caf\xc3\xa9"), s
+' "$id" "$mac" || fail "device show JSON"
+# text and JSON are the same command: --help works on both, as on every verb
+"$ESPFLEET" device list --help >/dev/null || fail "device list --help"
+"$ESPFLEET" device show --help >/dev/null || fail "device show --help"
+if "$ESPFLEET" device show "$T/fleet" "$id" --format yaml >/dev/null 2>"$T/fmt.err"; then
+        fail "device show --format yaml was accepted"
+fi
+grep -q "yaml" "$T/fmt.err" || fail "an unknown --format is not named: $(cat "$T/fmt.err")"
+
+log "image info --format json"
+"$ESPFLEET" image build --version 2.3.4 --secure-version 1 -o "$T/fw.bin" >/dev/null || fail "image build"
+"$ESPFLEET" image sign --key "$T/pki/secure_boot_signing_key.pem" "$T/fw.bin" -o "$T/fws.bin" >/dev/null || fail "image sign"
+"$ESPFLEET" image info "$T/fws.bin" --format json >"$T/info.json" || fail "image info --format json"
+check_json "$T/info.json" '
+assert d["valid"] and d["error"] is None, d
+assert (d["header"]["chip"], d["header"]["hash_appended"]) == ("esp32c3", True), d["header"]
+a = d["app_desc"]
+assert (a["version"], a["secure_version"], a["idf_ver"]) == ("2.3.4", 1, "v5.2.1"), a
+b = d["signature"]["blocks"]
+assert len(b) == 1 and b[0]["valid"] and b[0]["key_type"] == "rsa3072" and b[0]["version"] == 2, b
+assert d["signature"]["offset"] % 4096 == 0 and d["signature"]["offset"] >= d["image"]["length"], d
+' || fail "image info JSON of a signed image"
+head -c 1000 "$T/fws.bin" >"$T/short.bin"
+if "$ESPFLEET" image info "$T/short.bin" --format json >"$T/short.json"; then
+        fail "image info of a truncated image exited 0"
+fi
+check_json "$T/short.json" '
+assert d["valid"] is False and "truncated" in d["error"] and d["image"] is None, d
+assert d["app_desc"]["version"] == "2.3.4", d
+' || fail "image info JSON of a truncated image"
+
+echo "ok: efuse, nvs, partition-table, device and image JSON parse and hold the device's values"

@@ -37,6 +37,21 @@ fi
 [ "$(sha256sum <"$dev/flash.bin")" = "$before" ] || fail "a refused command changed flash.bin"
 [ "$(sha256sum <"$dev/efuse.bin")" = "$efuse_before" ] || fail "a refused command changed efuse.bin"
 
+# reading is safe while the daemon runs (a snapshot), as device show is
+"$ESPFLEET" nvs get "$dev" secure_esp url >"$T/url-live.out" 2>&1 || fail "nvs get on a running device: $(cat "$T/url-live.out")"
+grep -qxF "$url" "$T/url-live.out" || fail "nvs get on a running device: '$(cat "$T/url-live.out")', expected '$url'"
+"$ESPFLEET" nvs dump "$dev" >"$T/dump-live.txt" 2>&1 || fail "nvs dump on a running device: $(cat "$T/dump-live.txt")"
+grep -qF "$url" "$T/dump-live.txt" || fail "nvs dump of a running device lacks the url"
+"$ESPFLEET" device list "$T/fleet" --format json >"$T/list-live.json" || fail "device list --format json"
+python3 - "$T/list-live.json" "$id" <<'PY' || fail "device list JSON of a running fleet"
+import json, sys
+d = json.load(open(sys.argv[1]))
+dev = {x["id"]: x for x in d["devices"]}
+assert len(dev) == 2 and dev[sys.argv[2]]["running"] is True and dev[sys.argv[2]]["pid"] > 0, d
+assert dev[sys.argv[2]]["version"] == "1.0.0", d
+PY
+[ "$(sha256sum <"$dev/flash.bin")" = "$before" ] || fail "reading a running device changed flash.bin"
+
 stop_daemon
 # the settings live in the device's NVS partition, as ESP-IDF stores them
 "$ESPFLEET" nvs get "$dev" secure_esp url >"$T/url.out" || fail "nvs get url"
