@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <systemd/sd-journal.h>
 
@@ -81,6 +82,15 @@ int log_set_debug_topics(const char *csv) {
         return 0;
 }
 
+/* Off by default (a CLI's messages); a daemon turns them on for a stderr
+ * that is no terminal. ESPFLEET_LOG_TIME=0|1 wins over both: a supervisor
+ * that shows its workers' lines on a terminal passes 0 to them. */
+static bool log_timestamps = false;
+
+void log_set_timestamps(bool b) {
+        log_timestamps = b;
+}
+
 static void log_read_env(void) {
         if (log_env_read)
                 return;
@@ -88,6 +98,9 @@ static void log_read_env(void) {
         const char *e = getenv("ESPFLEET_DEBUG");
         if (e)
                 (void) log_set_debug_topics(e);
+        e = getenv("ESPFLEET_LOG_TIME");
+        if (e && (streq(e, "0") || streq(e, "1")))
+                log_timestamps = streq(e, "1");
 }
 
 /* netlogd-style automatic target: journald's stream sets $JOURNAL_STREAM to
@@ -165,10 +178,22 @@ int log_internal(int level, LogTopic topic, const char *device_id, int error,
                 const char *pfx = level >= 0 && level < (int) ELEMENTSOF(prefixes) ? prefixes[level] : "log";
                 if (stderr_hook)
                         stderr_hook(true, stderr_hook_userdata);
+                /* journald stamps its entries; a file or a pipe gets the time here,
+                 * as ISO 8601 UTC with milliseconds */
+                char stamp[64] = "";
+                if (log_timestamps) {
+                        struct timespec ts;
+                        struct tm tm;
+                        clock_gettime(CLOCK_REALTIME, &ts);
+                        if (gmtime_r(&ts.tv_sec, &tm))
+                                snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ",
+                                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                                         tm.tm_sec, ts.tv_nsec / 1000000);
+                }
                 if (device_id)
-                        fprintf(stderr, "%s[%d]: %s: %s: %s\n", log_program, (int) getpid(), pfx, device_id, msg);
+                        fprintf(stderr, "%s%s[%d]: %s: %s: %s\n", stamp, log_program, (int) getpid(), pfx, device_id, msg);
                 else
-                        fprintf(stderr, "%s[%d]: %s: %s\n", log_program, (int) getpid(), pfx, msg);
+                        fprintf(stderr, "%s%s[%d]: %s: %s\n", stamp, log_program, (int) getpid(), pfx, msg);
                 if (stderr_hook)
                         stderr_hook(false, stderr_hook_userdata);
         }

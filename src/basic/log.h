@@ -42,6 +42,9 @@ void log_set_max_level(int level);             /* LOG_ERR … LOG_DEBUG; default
  * itself again after. NULL removes it. */
 void log_set_stderr_hook(void (*hook)(bool before, void *userdata), void *userdata);
 int log_set_debug_topics(const char *csv);     /* "nvs,ota" or "all"; -EINVAL names nothing */
+/* A UTC time stamp before each stderr line (journald has its own). Default
+ * off; ESPFLEET_LOG_TIME=0|1 overrides the default and this call. */
+void log_set_timestamps(bool b);
 void log_set_program(const char *name);        /* prefix on stderr, SYSLOG_IDENTIFIER in journal */
 bool log_would_log(int level, LogTopic topic);
 

@@ -948,6 +948,19 @@ static bool item_equal(const DaemonConfig *a, const DaemonConfig *b, const Confi
         return false;
 }
 
+size_t daemon_config_changed(const DaemonConfig *old, const DaemonConfig *new, bool live, const char **ret,
+                             size_t n) {
+        size_t k = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
+                if (config_items[i].live == live && !item_equal(old, new, &config_items[i])) {
+                        if (k < n)
+                                ret[k] = config_items[i].path;
+                        k++;
+                }
+        return k;
+}
+
 bool daemon_config_needs_restart(const DaemonConfig *old, const DaemonConfig *new, const char **changed) {
         for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
                 if (!config_items[i].live && !item_equal(old, new, &config_items[i])) {

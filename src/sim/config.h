@@ -139,6 +139,11 @@ int daemon_config_dump_sample(FILE *f);
 /* Keys whose new value needs a daemon restart; fills `changed` with the
  * first such key path, returns true when any differs. */
 bool daemon_config_needs_restart(const DaemonConfig *old, const DaemonConfig *new, const char **changed);
+/* The keys ("group.key") that differ between old and new, live ones or
+ * restart ones, in table order: up to n of them in ret. Returns how many
+ * differ (which may be more than n). */
+size_t daemon_config_changed(const DaemonConfig *old, const DaemonConfig *new, bool live, const char **ret,
+                             size_t n);
 
 const char *tls_version_to_string(TlsVersion v);
 TlsVersion tls_version_from_string(const char *s);

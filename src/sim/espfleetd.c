@@ -17,6 +17,7 @@
 #include <syslog.h>
 
 #include "basic/time-util.h"
+#include "basic/errmsg.h"
 #include "basic/log.h"
 #include "basic/parse-util.h"
 #include "fleet/fleet-dir.h"
@@ -249,7 +250,9 @@ static int worker_spawn(WorkerSlot *w) {
                 if (dup2(from[0], WORKER_FD) < 0 || dup2(from[1], WORKER_METRICS_FD) < 0 ||
                     dup2(from[2], WORKER_CONFIG_FD) < 0)
                         _exit(127);
-                if (sup->console && dup2(console_worker_fd(sup->console), STDERR_FILENO) < 0)
+                /* the console prints the workers' lines on a terminal: no time stamps there */
+                if (sup->console && (dup2(console_worker_fd(sup->console), STDERR_FILENO) < 0 ||
+                                     setenv("ESPFLEET_LOG_TIME", "0", 1) < 0))
                         _exit(127);
                 snprintf(arg, sizeof arg, "%u:%u:%zu:%zu", w->index, sup->n_workers, w->pos_first, w->count);
                 char *argv[] = { (char *) "espfleetd", (char *) "--worker", arg, (char *) "-c",
@@ -579,7 +582,6 @@ static int config_fd_update(Supervisor *sup) {
 static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Supervisor *sup = userdata;
         DaemonConfig c;
-        const char *changed = NULL;
         char err[1024];
         int r;
 
@@ -599,10 +601,19 @@ static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *u
                         (void) sd_notify(false, "READY=1");
                 return 0;
         }
-        if (daemon_config_needs_restart(&sup->config, &c, &changed))
-                log_warning("Config key '%s' changed: it takes effect after a daemon restart, ignoring", changed);
+        const char *keys[16];
+        size_t n_restart = daemon_config_changed(&sup->config, &c, false, keys, ELEMENTSOF(keys));
+        for (size_t i = 0; i < MIN(n_restart, ELEMENTSOF(keys)); i++)
+                log_warning("Config key '%s' changed: it takes effect after a daemon restart, ignoring", keys[i]);
+        size_t n_live = daemon_config_changed(&sup->config, &c, true, keys, ELEMENTSOF(keys));
+        char list[512] = "";
+        for (size_t i = 0, l = 0; i < MIN(n_live, ELEMENTSOF(keys)) && l < sizeof list; i++)
+                l += (size_t) snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", keys[i]);
+        if (n_live > 0)
+                log_info("Config reloaded from %s: %zu live key%s changed (%s%s)", sup->config_path, n_live,
+                         n_live == 1 ? "" : "s", list, n_live > ELEMENTSOF(keys) ? ", …" : "");
         else
-                log_info("Config reloaded from %s", sup->config_path);
+                log_info("Config reloaded from %s: no live key changed", sup->config_path);
         daemon_config_apply_live(&sup->config, &c);
         daemon_config_done(&c);
         apply_log_settings(&sup->config);
@@ -706,6 +717,39 @@ static unsigned raise_nofile(void) {
         return rl.rlim_cur > UINT_MAX ? UINT_MAX : (unsigned) rl.rlim_cur;
 }
 
+/* The fleet, and how many of its devices this daemon runs: the manifest
+ * from first_device on, device_count of them (0: all). A fleet that is not
+ * there, or that holds fewer devices than asked for, is an error: a typo must
+ * not run a smaller test than the one planned. */
+static int open_share(const DaemonConfig *c, Fleet **ret_fleet, size_t *ret_pos, size_t *ret_n, char *err,
+                      size_t errlen) {
+        _cleanup_(fleet_freep) Fleet *fleet = NULL;
+        size_t n_all, pos = 0, n;
+        int r;
+
+        r = fleet_open(c->fleet_dir, &fleet, err, errlen);
+        if (r < 0)
+                return r;
+        n_all = fleet_n_devices(fleet);
+        while (pos < n_all && fleet_device_entry(fleet, pos)->index < c->first_device)
+                pos++;
+        n = n_all - pos;
+        if (n == 0)
+                return errf(err, errlen, -ENOENT, "fleet '%s' has no device from index %u on (it holds %zu)",
+                            c->fleet_dir, c->first_device, n_all);
+        if (c->device_count > n)
+                return errf(err, errlen, -ERANGE,
+                            "device_count = %u, but fleet '%s' holds only %zu device%s from index %u on",
+                            c->device_count, c->fleet_dir, n, n == 1 ? "" : "s", c->first_device);
+        if (c->device_count > 0)
+                n = c->device_count;
+        *ret_pos = pos;
+        *ret_n = n;
+        if (ret_fleet)
+                *ret_fleet = TAKE_PTR(fleet);
+        return 0;
+}
+
 static int run_supervisor(const char *config_path, const ReportPaths *reports) {
         Supervisor sup = { .config_path = config_path, .reports = reports, .config_fd = -1 };
         _cleanup_(fleet_freep) Fleet *fleet = NULL;
@@ -723,22 +767,10 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
                 goto out;
         }
         apply_log_settings(&sup.config);
-        r = fleet_open(sup.config.fleet_dir, &fleet, err, sizeof err);
+        size_t pos, n;
+        r = open_share(&sup.config, &fleet, &pos, &n, err, sizeof err);
         if (r < 0) {
                 log_error("Refusing to start: %s", err);
-                goto out;
-        }
-        /* Our share: manifest positions from first_device on. */
-        size_t n_all = fleet_n_devices(fleet), pos = 0;
-        while (pos < n_all && fleet_device_entry(fleet, pos)->index < sup.config.first_device)
-                pos++;
-        size_t n = n_all - pos;
-        if (sup.config.device_count > 0)
-                n = MIN(n, (size_t) sup.config.device_count);
-        if (n == 0) {
-                log_error("Refusing to start: fleet '%s' has no device from index %u on", sup.config.fleet_dir,
-                          sup.config.first_device);
-                r = -ENOENT;
                 goto out;
         }
         sup.n_devices = n;
@@ -928,6 +960,8 @@ int main(int argc, char *argv[]) {
         int c;
 
         log_set_program("espfleetd");
+        /* a log file or a pipe gets time stamps; a terminal and journald do not need them */
+        log_set_timestamps(!isatty(STDERR_FILENO));
         while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0)
                 switch (c) {
                 case 'c':
@@ -967,12 +1001,22 @@ int main(int argc, char *argv[]) {
                 DaemonConfig cfg;
                 char err[1024];
                 int r = daemon_config_init(&cfg);
+                size_t pos, n = 0;
                 if (r >= 0)
                         r = daemon_config_load(&cfg, config_path, err, sizeof err);
+                if (r >= 0 && reports.scenario)
+                        r = daemon_config_load(&cfg, reports.scenario, err, sizeof err);
                 if (r < 0)
                         log_error("%s", r == -EINVAL ? err : strerror(-r));
-                else
-                        printf("%s: OK\n", config_path);
+                else {
+                        /* the config also names a fleet: check that it is there */
+                        r = open_share(&cfg, NULL, &pos, &n, err, sizeof err);
+                        if (r < 0)
+                                log_error("%s: %s", config_path, err);
+                        else
+                                printf("%s: OK (%zu device%s of %s)\n", config_path, n, n == 1 ? "" : "s",
+                                       cfg.fleet_dir);
+                }
                 daemon_config_done(&cfg);
                 return r < 0 ? 1 : 0;
         }

@@ -483,12 +483,9 @@ void manager_stop(Manager *m, void (*done)(Manager *m, void *userdata), void *us
 
 void manager_reload(Manager *m, const DaemonConfig *c) {
         DaemonConfig *t = &m->config;
-        const char *changed = NULL;
         bool first = !t->fleet_dir || m->n_devices == 0;
 
-        if (!first && daemon_config_needs_restart(t, c, &changed))
-                log_warning("Config key '%s' changed: it takes effect after a daemon restart, ignoring", changed);
-
+        /* The supervisor names the restart keys it ignores, once for all workers. */
         /* Live keys: copied. Restart keys: copied only on the first call. */
         if (first)
                 daemon_config_copy(t, c);
