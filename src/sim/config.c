@@ -274,6 +274,9 @@ static const ConfigItem config_items[] = {
           .comment = "time from a reset (start, /esp/restart) to the first connection attempt" },
         { "device.log_topic", CONFIG_STRING, F(log_topic), "/esp/%s/log", .check = check_topic_template, .live = true,
           .comment = "device log topic, %s = device id; \"/esp/log\" is the secure_esp seed's shared topic" },
+        { "device.log_id_prefix", CONFIG_BOOL, F(log_id_prefix), "false", .live = true,
+          .comment = "put \"[<device id>] \" before each log-topic line, to tell devices apart on a shared topic "
+                     "(under MQTT 5 every publish also carries the user property device_id)" },
         { "device.status_topic", CONFIG_STRING, F(status_topic), "/esp/%s/status", .check = check_topic_template, .live = true,
           .comment = "retained status (online/offline via will, running version)" },
         { "device.default_interval", CONFIG_UINT, F(default_interval_s), "3600", 1, 9999999,

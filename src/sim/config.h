@@ -52,6 +52,7 @@ typedef struct DaemonConfig {
         /* device */
         unsigned boot_time_ms;           /* time from reset to the first connection attempt */
         char *log_topic;                 /* template, "%s" = device id; "/esp/log" = the seed's topic */
+        bool log_id_prefix;              /* "[esp-xxxxxx] " before each log-topic line */
         char *status_topic;              /* retained online/offline + version */
         char *telemetry_topic;
         bool telemetry_enabled;

@@ -2,6 +2,7 @@
 #define LOG_TOPIC LOG_TOPIC_SIM
 
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <openssl/err.h>
 #include <syslog.h>
@@ -67,6 +68,7 @@ struct Device {
         bool settled;
         bool ever_online;
         double temperature, humidity;
+        uint32_t telemetry_seq;         /* readings since boot (RAM: a reboot starts at 0 again) */
 
         BootResult boot;                /* the last boot_run(): running app, log lines */
         bool boot_ok;
@@ -146,6 +148,21 @@ static uint32_t ms_since_boot(Device *d) {
         return (uint32_t) ((device_now(d) - d->boot_usec) / 1000);
 }
 
+/* A line to the log topic: as ESP-IDF prints it, or with "[id] " before it
+ * (device.log_id_prefix) so that a shared topic tells devices apart. */
+static void device_publish_line(Device *d, const char *topic, const char *line, size_t len) {
+        char buf[600];
+
+        if (cfg(d)->log_id_prefix) {
+                int k = snprintf(buf, sizeof buf, "[%s] %.*s", d->id, (int) MIN(len, (size_t) INT_MAX), line);
+                if (k > 0) {
+                        line = buf;
+                        len = MIN((size_t) k, sizeof buf - 1);
+                }
+        }
+        (void) device_publish(d, topic, line, len, (int) cfg(d)->qos, false, 0);
+}
+
 /* A line on the device's log topic, ESP-IDF formatted, and the same line in
  * the daemon's log at debug (the caller logs what the operator must see). */
 static void device_esp_log(Device *d, EspLogLevel level, const char *tag, const char *fmt, ...) _printf_(4, 5);
@@ -164,7 +181,7 @@ static void device_esp_log(Device *d, EspLogLevel level, const char *tag, const 
                 return;
         if (topic_expand(cfg(d)->log_topic, d->id, topic, sizeof topic) < 0)
                 return;
-        (void) device_publish(d, topic, line, (size_t) n, (int) cfg(d)->qos, false, 0);
+        device_publish_line(d, topic, line, (size_t) n);
 }
 
 /* Keeps a preformatted line for the log topic until the device is online
@@ -201,8 +218,7 @@ static void device_flush_pending(Device *d) {
 
         for (size_t i = 0; i < d->n_pending; i++) {
                 if (ok && d->client)
-                        (void) device_publish(d, topic, d->pending[i], strlen(d->pending[i]), (int) cfg(d)->qos,
-                                              false, 0);
+                        device_publish_line(d, topic, d->pending[i], strlen(d->pending[i]));
                 free(d->pending[i]);
         }
         free(d->pending);
@@ -634,8 +650,13 @@ static int telemetry_handler(sd_event_source *s, uint64_t usec, void *userdata) 
         /* "due": CLOCK_REALTIME µs of when the reading was due, so the probe
          * measures end to end from then (metrics.h: METRIC_TELEMETRY) */
         uint64_t late = device_now(d) > usec ? device_now(d) - usec : 0;
-        int n = snprintf(head, sizeof head, "{\"temperature\":%.2f,\"humidity\":%.2f,\"due\":%" PRIu64,
-                         d->temperature, d->humidity, now_usec(CLOCK_REALTIME) - late);
+        /* "seq": per boot, from 0, so a subscriber counts what it lost; "ts":
+         * CLOCK_REALTIME ms of the publish, for its latency */
+        uint64_t real = now_usec(CLOCK_REALTIME);
+        int n = snprintf(head, sizeof head,
+                         "{\"temperature\":%.2f,\"humidity\":%.2f,\"seq\":%" PRIu32 ",\"ts\":%" PRIu64
+                         ",\"due\":%" PRIu64, d->temperature, d->humidity, d->telemetry_seq++, real / 1000,
+                         real - late);
         /* telemetry.payload_size: a "pad" field brings the JSON to that size */
         size_t want = MAX((size_t) cfg(d)->telemetry_payload_size, (size_t) n + 1);
         payload = malloc(want + 16);
@@ -1055,6 +1076,9 @@ static void enter_booting(Device *d) {
                                     &d->client);
                 if (r >= 0 && streq(cfg(d)->protocol, "mqttv5"))
                         r = mqtt_client_set_protocol(d->client, 5);
+                /* which device said it, on a shared topic too */
+                if (r >= 0 && streq(cfg(d)->protocol, "mqttv5"))
+                        r = mqtt_client_add_user_property(d->client, "device_id", d->id);
                 if (r < 0) {
                         log_dev_error_errno(d->id, r, "Cannot create the MQTT client: %m");
                         device_enter_state(d, DEVICE_FAILED);
@@ -1279,6 +1303,7 @@ static void device_apply_state(Device *d, DeviceState s) {
                 break;
         case DEVICE_BOOTING:
                 telemetry_arm(d, false);
+                d->telemetry_seq = 0;
                 enter_booting(d);
                 break;
         case DEVICE_CONNECTING:

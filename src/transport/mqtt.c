@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <netinet/in.h>
@@ -82,6 +83,7 @@ struct MqttClient {
         unsigned unacked;               /* publishes of this session not yet acknowledged/written */
 
         int protocol;                   /* 4 = MQTT 3.1.1, 5 = MQTT 5 */
+        mosquitto_property *publish_props; /* MQTT 5: sent with every PUBLISH (user properties) */
         MqttAttemptInfo attempt;
         int early_errno;                /* a connect error the handshake's first write() took (see connect) */
         /* QoS 1 publishes and SUBSCRIBEs in flight, for their latencies: a
@@ -607,6 +609,7 @@ MqttClient *mqtt_client_free(MqttClient *c) {
         SSL_CTX_free(c->ctx);
         X509_free(c->cert);
         EVP_PKEY_free(c->key);
+        mosquitto_property_free_all(&c->publish_props);
         free(c->will_topic);
         free(c->will_payload);
         free(c->client_id);
@@ -633,6 +636,11 @@ int mqtt_client_set_will(MqttClient *c, const char *topic, const char *payload, 
         c->will_qos = qos;
         c->will_retain = retain;
         return 0;
+}
+
+int mqtt_client_add_user_property(MqttClient *c, const char *name, const char *value) {
+        return mqtt_error_to_errno(mosquitto_property_add_string_pair(&c->publish_props, MQTT_PROP_USER_PROPERTY,
+                                                                      name, value));
 }
 
 int mqtt_client_set_protocol(MqttClient *c, int version) {
@@ -777,7 +785,10 @@ int mqtt_client_publish_due(MqttClient *c, const char *topic, const void *payloa
                 return -ENOTCONN;
         if (len > INT32_MAX)
                 return -EMSGSIZE;
-        r = mosquitto_publish(c->mosq, &mid, topic, (int) len, payload, qos, retain);
+        if (c->protocol == 5 && c->publish_props)
+                r = mosquitto_publish_v5(c->mosq, &mid, topic, (int) len, payload, qos, retain, c->publish_props);
+        else
+                r = mosquitto_publish(c->mosq, &mid, topic, (int) len, payload, qos, retain);
         if (r == MOSQ_ERR_SUCCESS) {
                 c->msgs_out++;
                 c->unacked++;

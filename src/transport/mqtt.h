@@ -82,6 +82,10 @@ int mqtt_client_new(MqttLoop *l, const char *client_id, SSL_CTX *ctx, X509 *cert
 MqttClient *mqtt_client_free(MqttClient *c);
 /* The MQTT version of the next connections: 4 (3.1.1, the default) or 5. */
 int mqtt_client_set_protocol(MqttClient *c, int version);
+/* MQTT 5 only: a user property (name, value) sent with every PUBLISH of
+ * this client, e.g. which device a line on a shared topic comes from.
+ * Ignored under 3.1.1. 0 or -errno. */
+int mqtt_client_add_user_property(MqttClient *c, const char *name, const char *value);
 int mqtt_client_set_will(MqttClient *c, const char *topic, const char *payload, int qos, bool retain);
 
 /* Starts an asynchronous connect (TCP, TLS, CONNECT); the result arrives in
