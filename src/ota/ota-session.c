@@ -133,6 +133,17 @@ static void session_finish(OtaSession *s, int error, const char *fmt, ...) {
                 .attempts = s->attempts,
                 .bytes = s->bytes,
         };
+        /* how far it got: the image bytes in the slot, of the total when the
+         * server said one */
+        char got[96] = "";
+        if (error < 0) {
+                uint64_t written = s->writer ? ota_writer_written(s->writer) : 0;
+                if (s->total_len > 0)
+                        snprintf(got, sizeof got, " (%" PRIu64 " of %" PRId64 " bytes had arrived)", written,
+                                 s->total_len);
+                else
+                        snprintf(got, sizeof got, " (%" PRIu64 " bytes had arrived)", written);
+        }
         if (error < 0 && s->writer)
                 /* esp_https_ota_abort(): whatever part of the image reached
                  * the passive slot must not be bootable */
@@ -147,10 +158,10 @@ static void session_finish(OtaSession *s, int error, const char *fmt, ...) {
         } else {
                 ota_session_enter_state(s, OTA_SESSION_FAILED);
                 session_event(s, OTA_EVENT_ABORT, 0);
-                session_log(s, 'E', "esp_https_ota", "ESP_HTTPS_OTA upgrade failed: %s: %s", esp_err_to_name(error),
-                            s->message);
-                log_full_errno(LOG_WARNING, LOG_TOPIC, s->device_id, 0, "OTA from '%s' failed: %s: %s", s->url,
-                               esp_err_to_name(error), s->message);
+                session_log(s, 'E', "esp_https_ota", "ESP_HTTPS_OTA upgrade failed: %s: %s%s", esp_err_to_name(error),
+                            s->message, got);
+                log_full_errno(LOG_WARNING, LOG_TOPIC, s->device_id, 0, "OTA from '%s' failed: %s: %s%s", s->url,
+                               esp_err_to_name(error), s->message, got);
         }
         if (s->cb.outcome)
                 s->cb.outcome(s, &o, s->userdata);

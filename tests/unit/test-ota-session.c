@@ -360,6 +360,9 @@ Test(ota_session, truncated_file_on_s_server_is_verified_not_retried) {
         cr_assert_not_null(strstr(r.message, "truncated image"), "%s", r.message);
         cr_assert_eq(r.outcome.attempts, 1, "%s", r.log);
         cr_assert_eq(r.outcome.bytes, 50000);
+        /* the failure says how far the download got */
+        cr_assert_not_null(strstr(r.log, "upgrade failed: ESP_ERR_OTA_VALIDATE_FAILED: "), "%s", r.log);
+        cr_assert_not_null(strstr(r.log, " (50000 bytes had arrived)"), "%s", r.log);
         cr_assert(slot_erased_head(1));
         expect_still_running_1_0_0();
 }
