@@ -4,23 +4,45 @@
 #   (`openssl s_server -WWW`, as the secure_esp README runs it), and a fleet
 #   of 100 emulated ESP32-C3 devices under espfleetd.
 # It installs missing Debian packages, builds, provisions (once; re-runs keep
-# the fleet), shows the fleet coming online, exercises every topic, then keeps
-# showing the fleet's log until Ctrl-C, when it stops everything cleanly.
+# the fleet), shows the fleet coming online, exercises every topic, updates
+# the fleet to a version newer than the one it runs, then keeps showing the
+# fleet's log until Ctrl-C, when it stops everything cleanly.
 #
 #   scripts/demo.sh              # 100 devices, state in ./.demo
-#   COUNT=20 scripts/demo.sh     # fewer devices
+#   COUNT=20 scripts/demo.sh     # runs exactly 20 devices (of a fleet that may hold more)
+#   scripts/demo.sh --reset      # starts again from nothing: a new PKI and fleet
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+RESET=0
+for a in "$@"; do
+        case $a in
+        --reset) RESET=1 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "demo.sh: unknown argument '$a' (try --help)" >&2; exit 2 ;;
+        esac
+done
+COUNT=${COUNT:-100}
+case $COUNT in ''|*[!0-9]*|0) echo "demo.sh: COUNT='$COUNT' is not a positive number" >&2; exit 2 ;; esac
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
 ensure_deps
-ensure_build build >/dev/null
+BUILD=${ESPFLEET_DEMO_BUILD:-build}     # the tests point it at their own build
+if [ ! -x "$BUILD/src/sim/espfleetd" ]; then
+        echo "Building espfleet with meson in $BUILD (the first build takes about 20 s) …"
+else
+        echo "Bringing $BUILD up to date …"
+fi
+ensure_build "$BUILD" >/dev/null || { echo "demo.sh: the build failed; run 'ninja -C $BUILD' to see why" >&2; exit 1; }
+BUILD=$(cd "$BUILD" && pwd)
 
-COUNT=${COUNT:-100}
 DEMO=${ESPFLEET_DEMO_DIR:-$top/.demo}
-export ESPFLEET=$top/build/src/cli/espfleet
-export ESPFLEETD=$top/build/src/sim/espfleetd
+if [ "$RESET" -eq 1 ] && [ -d "$DEMO" ]; then
+        echo "--reset: removing $DEMO (its PKI, fleet, firmware and reports)"
+        rm -rf "$DEMO"
+fi
+export ESPFLEET=$BUILD/src/cli/espfleet
+export ESPFLEETD=$BUILD/src/sim/espfleetd
 export ESPFLEET_RUN_DIR=$DEMO/run KEEP_TMP=1
 mkdir -p "$DEMO"
 rm -rf "$DEMO/run"
@@ -37,12 +59,30 @@ if [ ! -f "$PKI/$PKI_CA" ]; then
         say "Creating the demo PKI in $PKI"
         "$ESPFLEET" pki init "$PKI" || exit 1
 fi
-say "Provisioning $COUNT devices in $FLEET (eFuse + DS key, flash image, signed firmware 1.0.0)"
-time "$ESPFLEET" provision "$FLEET" --pki "$PKI" --count "$COUNT" || exit 1
+have=0
+[ -f "$FLEET/manifest.csv" ] && have=$(($(wc -l <"$FLEET/manifest.csv") - 1))
+if [ "$have" -ge "$COUNT" ]; then
+        say "The fleet in $FLEET holds $have devices: running $COUNT of them (scripts/demo.sh --reset starts anew)"
+else
+        say "Provisioning $((COUNT - have)) devices in $FLEET (eFuse + DS key, flash image, signed firmware 1.0.0)"
+        time "$ESPFLEET" provision "$FLEET" --pki "$PKI" --count "$COUNT" || exit 1
+fi
 
-say "Building and signing firmware 1.1.0 for the OTA server"
+# The devices run whatever an earlier run left them: offer the next minor
+# version of the newest one, so that the update is always an update.
+RUNNING=$("$ESPFLEET" device list "$FLEET" --format json | python3 -c '
+import json, sys
+n = int(sys.argv[1])
+vs = [d["version"] for d in json.load(sys.stdin)["devices"][:n] if d["version"]]
+key = lambda v: [int(x) if x.isdigit() else 0 for x in v.split(".")]
+print(max(vs, key=key) if vs else "1.0.0")' "$COUNT")
+NEW=$(python3 -c '
+import sys
+p = [int(x) if x.isdigit() else 0 for x in sys.argv[1].split(".")] + [0, 0]
+print("%d.%d.0" % (p[0], p[1] + 1))' "$RUNNING")
+say "Building and signing firmware $NEW for the OTA server (the fleet runs $RUNNING)"
 mkdir -p "$WWW"
-"$ESPFLEET" image build --version 1.1.0 --project secure_esp -o "$WWW/secure_esp.bin" >/dev/null || exit 1
+"$ESPFLEET" image build --version "$NEW" --project secure_esp -o "$WWW/secure_esp.bin" >/dev/null || exit 1
 "$ESPFLEET" image sign --key "$PKI/secure_boot_signing_key.pem" "$WWW/secure_esp.bin" >/dev/null || exit 1
 "$ESPFLEET" image info "$WWW/secure_esp.bin" | sed -n 1,12p
 
@@ -56,11 +96,17 @@ echo "firmware URL: $URL"
 
 METRICS_PORT=$(free_port)
 write_conf "$DEMO/espfleet.conf" "$FLEET" \
+        "device_count = $COUNT;" \
         "ramp = { rate = 50.0; };" \
         "ota = { default_url = \"$URL\"; };" \
         "log = { summary_interval = 5; };" \
         "metrics = { listen = \"127.0.0.1:$METRICS_PORT\"; };"
-mqtt_sub_bg "$PKI" "$T/fleet.out" '/esp/+/log' '/esp/+/status'
+# -R: not the statuses the broker retained from an earlier run; only what
+# this run's devices say
+mosquitto_sub -h localhost -p "$MQTT_PORT" --cafile "$PKI/$PKI_CA" --cert "$PKI/$PKI_OPERATOR_CERT" \
+        --key "$PKI/$PKI_OPERATOR_KEY" -R -v -t '/esp/+/log' -t '/esp/+/status' >"$T/fleet.out" 2>>"$T/mosquitto_sub.log" &
+_PIDS+=("$!")
+sleep 0.5
 
 say "Starting espfleetd -c $DEMO/espfleet.conf --report $DEMO/report.json --report-html $DEMO/report.html"
 "$ESPFLEETD" -c "$DEMO/espfleet.conf" --report "$DEMO/report.json" --junit "$DEMO/report.xml" \
@@ -94,12 +140,33 @@ sleep 3
 say "What $first logged:"
 grep -E "^/esp/$first/log " "$T/fleet.out" | tail -n 15 | cut -d' ' -f2-
 
-say "OTA: /esp/update/run to the whole fleet (firmware 1.0.0 -> 1.1.0)"
+say "OTA: /esp/update/run to the whole fleet (firmware $RUNNING -> $NEW)"
+mark=$(wc -l <"$T/fleet.out")
 op /esp/update/run ""
-updated() { grep -E '"state":"online","version":"1.1.0"' "$T/fleet.out" | cut -d' ' -f1 | sort -u | wc -l; }
-all_updated() { [ "$(updated)" -ge "$COUNT" ]; }
-wait_for 300 all_updated
-echo "devices running 1.1.0: $(updated)/$COUNT"
+# what each device said since the command: online with the new version, or
+# an OTA that failed (refused, or gave up)
+updated() { tail -n +"$mark" "$T/fleet.out" | grep -F "\"state\":\"online\",\"version\":\"$NEW\"" \
+        | cut -d' ' -f1 | sort -u | wc -l; }
+failed() { tail -n +"$mark" "$T/fleet.out" | grep -E '^/esp/[^/]+/log E .*upgrade failed' | cut -d' ' -f1 | sort -u | wc -l; }
+end=$((SECONDS + 300)) last=-1
+while :; do
+        u=$(updated) f=$(failed)
+        if [ "$((u + f))" -ne "$last" ]; then
+                printf '  %d/%d updated, %d failed, %d in progress\n' "$u" "$COUNT" "$f" "$((COUNT - u - f))"
+                last=$((u + f))
+        fi
+        [ "$((u + f))" -ge "$COUNT" ] && break
+        if [ "$SECONDS" -ge "$end" ]; then
+                echo "  gave up waiting after 300 s"
+                break
+        fi
+        sleep 1
+done
+echo "devices running $NEW: $(updated)/$COUNT"
+if [ "$(failed)" -gt 0 ]; then
+        echo "why the first failures failed:"
+        tail -n +"$mark" "$T/fleet.out" | grep -E '^/esp/[^/]+/log E .*upgrade failed' | head -n 3 | cut -c1-200
+fi
 say "\$ espfleet status $first"
 "$ESPFLEET" status "$first" -c "$DEMO/espfleet.conf"
 say "A few of the metrics (Prometheus text format):"
