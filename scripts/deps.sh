@@ -12,6 +12,7 @@ ESPFLEET_DEB_PACKAGES=(
         libcriterion-dev
         nginx
         prometheus chromium fonts-dejavu-core
+        scdoc groff-base
         python3 procps ca-certificates
 )
 

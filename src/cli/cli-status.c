@@ -433,6 +433,7 @@ typedef struct Target {
 enum {
         ARG_SOCKET = 0x100,
         ARG_JSON,
+        ARG_FORMAT,
         ARG_INTERVAL,
         ARG_ALL,
         ARG_RANGE,
@@ -448,14 +449,14 @@ static int target_check(const Target *t) {
 }
 
 static void status_help(void) {
-        printf("Usage: espfleet status [DEVICE] [--socket PATH | -c CONFIG] [--json]\n\n"
+        printf("Usage: espfleet status [DEVICE] [--socket PATH | -c CONFIG] [--format text|json]\n\n"
                "Asks a running espfleetd: without DEVICE, the fleet summary (devices per state,\n"
                "counters, connection latency, the slowest devices and the failed ones with their\n"
                "last error); with DEVICE (esp-XXXXXX), that device: state, broker, connections,\n"
                "firmware, OTA history, last error.\n\n"
                "  --socket PATH   the daemon's control socket\n"
                "  -c CONFIG       the daemon's config: its control.socket\n"
-               "  --json          the daemon's answer as JSON\n"
+               "  --format json   the daemon's answer as JSON (--json for short)\n"
                "Default socket: $RUNTIME_DIRECTORY/control, /run/espfleet/control (root),\n"
                "$XDG_RUNTIME_DIR/espfleet/control or /tmp/espfleet-$UID/control.\n");
 }
@@ -465,6 +466,7 @@ int verb_status(int argc, char **argv) {
                 { "socket", required_argument, NULL, ARG_SOCKET },
                 { "config", required_argument, NULL, 'c' },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "format", required_argument, NULL, ARG_FORMAT },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -486,6 +488,12 @@ int verb_status(int argc, char **argv) {
                         break;
                 case ARG_JSON:
                         json = true;
+                        break;
+                case ARG_FORMAT:
+                        /* as every other verb says it; --json is short for it */
+                        if (!streq(optarg, "json") && !streq(optarg, "text"))
+                                return cli_error("--format '%s' is not one of text, json.", optarg), 2;
+                        json = streq(optarg, "json");
                         break;
                 case 'h':
                         status_help();
@@ -752,14 +760,15 @@ int verb_top(int argc, char **argv) {
 
 static void command_help(void) {
         printf("Usage: espfleet command restart|power-cut|ota (DEVICE…|--all|--range A-B) [--url URL]\n"
-               "                       [--socket PATH | -c CONFIG]\n\n"
+               "                       [--socket PATH | -c CONFIG] [--format text|json]\n\n"
                "Has a running espfleetd act on devices, as an operator would:\n"
                "  restart     as /esp/restart: the device says goodbye and reboots\n"
                "  power-cut   power off at once (the broker publishes its will), then boot again\n"
                "  ota         as /esp/update/run: download and boot a new app (--url: from there\n"
                "              instead of the device's saved URL)\n"
                "Devices: their ids (esp-XXXXXX), --all, or --range A-B of manifest positions\n"
-               "(0-based lines of manifest.csv).\n");
+               "(0-based lines of manifest.csv). --format json (or --json): the daemon's answer\n"
+               "as JSON.\n");
 }
 
 static int parse_range(const char *s, int64_t *a, int64_t *b) {
@@ -791,6 +800,7 @@ int verb_command(int argc, char **argv) {
                 { "range", required_argument, NULL, ARG_RANGE },
                 { "url", required_argument, NULL, ARG_URL },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "format", required_argument, NULL, ARG_FORMAT },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -823,6 +833,12 @@ int verb_command(int argc, char **argv) {
                         break;
                 case ARG_JSON:
                         json = true;
+                        break;
+                case ARG_FORMAT:
+                        /* as every other verb says it; --json is short for it */
+                        if (!streq(optarg, "json") && !streq(optarg, "text"))
+                                return cli_error("--format '%s' is not one of text, json.", optarg), 2;
+                        json = streq(optarg, "json");
                         break;
                 case 'h':
                         command_help();
