@@ -25,7 +25,9 @@ static void check_same(const PartitionTable *a, const PartitionTable *b, const c
 
 /* What a CSV line can say (gen_esp32part.py's grammar, partition-table.h):
  * a name without ',' that is not empty, does not start with '#' and has no
- * space at either end; type and subtype up to 0xFE; no bootloader entry; a
+ * space at either end; a size that is not zero (both refused on top of
+ * gen_esp32part.py, for CSV only: its binary reader takes them, and so does
+ * ours); type and subtype up to 0xFE; no bootloader entry; a
  * primary partition table at 0x8000 with 0x1000 bytes; known flags only;
  * and, as gen_esp32part.py reads a CSV top-down, each entry after the end of
  * the one before (the primary table aside). A binary table can hold more
@@ -41,7 +43,7 @@ static bool csv_expressible(const PartitionTable *t) {
                 if (len == 0 || p->name[0] == '#' || strchr(p->name, ',') || strchr(p->name, '$') ||
                     isspace((unsigned char) p->name[0]) || isspace((unsigned char) p->name[len - 1]))
                         return false;
-                if (p->type == 0xFF || p->subtype == 0xFF || p->type == PARTITION_TYPE_BOOTLOADER)
+                if (p->size == 0 || p->type == 0xFF || p->subtype == 0xFF || p->type == PARTITION_TYPE_BOOTLOADER)
                         return false;
                 if (p->type == PARTITION_TYPE_PARTITION_TABLE && p->subtype == 0 &&
                     (p->offset != PARTITION_TABLE_OFFSET || p->size != PARTITION_TABLE_SECTOR_SIZE))
