@@ -18,12 +18,13 @@ typedef struct FuzzNvsSnapshot {
         size_t n, allocated;
 } FuzzNvsSnapshot;
 
-/* Iterates every key of `nvs` and reads each one: through nvs_get_value()
- * and, in its namespace, through a read-only handle with the typed getter.
- * Checks that every key iteration lists can be read with the type it was
- * listed with, that the filtered iterations agree with the full one, and
- * that the page infos and stats add up. Fills *ret (free with _done). */
-void fuzz_nvs_snapshot(Nvs *nvs, FuzzNvsSnapshot *ret);
+/* Iterates every key of `nvs` and reads each one through nvs_get_value(),
+ * checking that every key iteration lists can be read with the type it was
+ * listed with. `thorough` also reads each key through a read-only handle
+ * and the getter of its type, and checks that the filtered iterations agree
+ * with the full one and that the page infos and stats add up. Fills *ret
+ * (free with _done). */
+void fuzz_nvs_snapshot(Nvs *nvs, bool thorough, FuzzNvsSnapshot *ret);
 void fuzz_nvs_snapshot_done(FuzzNvsSnapshot *s);
 
 /* Aborts unless both snapshots hold the same keys, types and values, in the

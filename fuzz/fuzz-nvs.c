@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 fuzz_check(r == -ESP_ERR_NVS_NEW_VERSION_FOUND, "read-only open: %s", esp_err_to_name(r));
                 return 0;
         }
-        fuzz_nvs_snapshot(nvs, &ro);
+        fuzz_nvs_snapshot(nvs, true, &ro);
         nvs = nvs_close(nvs);
 
         fuzz_nvs_read_write(image, image_size, NULL, &ro, data, size);
