@@ -27,8 +27,8 @@ static void check_same(const PartitionTable *a, const PartitionTable *b, const c
  * a name without ',' that is not empty, does not start with '#' and has no
  * space at either end; a size that is not zero (both refused on top of
  * gen_esp32part.py, for CSV only: its binary reader takes them, and so does
- * ours); type and subtype up to 0xFE; no bootloader entry; a
- * primary partition table at 0x8000 with 0x1000 bytes; known flags only;
+ * ours); type and subtype up to 0xFE; no bootloader entry; partition_table
+ * entries of one sector, the primary one at 0x8000; known flags only;
  * and, as gen_esp32part.py reads a CSV top-down, each entry after the end of
  * the one before (the primary table aside). A binary table can hold more
  * than that (its entries in any order), and its CSV then cannot say it, as
@@ -45,8 +45,11 @@ static bool csv_expressible(const PartitionTable *t) {
                         return false;
                 if (p->size == 0 || p->type == 0xFF || p->subtype == 0xFF || p->type == PARTITION_TYPE_BOOTLOADER)
                         return false;
-                if (p->type == PARTITION_TYPE_PARTITION_TABLE && p->subtype == 0 &&
-                    (p->offset != PARTITION_TABLE_OFFSET || p->size != PARTITION_TABLE_SECTOR_SIZE))
+                /* A CSV's size of a partition_table entry is not read: it is a
+                 * sector (gen_esp32part.py's parse_size); the primary table's
+                 * offset is not read either: it is 0x8000. */
+                if (p->type == PARTITION_TYPE_PARTITION_TABLE &&
+                    (p->size != PARTITION_TABLE_SECTOR_SIZE || (p->subtype == 0 && p->offset != PARTITION_TABLE_OFFSET)))
                         return false;
                 if (p->flags & ~(PARTITION_FLAG_ENCRYPTED | PARTITION_FLAG_READONLY))
                         return false;
