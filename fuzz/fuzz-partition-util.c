@@ -79,9 +79,13 @@ void fuzz_partition_table_check(const PartitionTable *t) {
                 fuzz_check(p && strlen(p->name) <= PARTITION_NAME_MAX, "entry %zu", i);
                 fuzz_check(partition_table_find_by_name(t, p->name) == p, "names are unique, '%s' is found elsewhere",
                            p->name);
+                /* 0xFF is also the wildcard (PARTITION_TYPE_ANY / _SUBTYPE_ANY),
+                 * which a binary entry may hold. */
                 const Partition *f = partition_table_find(t, p->type, p->subtype);
-                fuzz_check(f && f <= p && f->type == p->type && f->subtype == p->subtype, "find(%u, %u)", p->type,
-                           p->subtype);
+                fuzz_check(f && f <= p, "find(%u, %u)", p->type, p->subtype);
+                if (p->type != PARTITION_TYPE_ANY && p->subtype != PARTITION_SUBTYPE_ANY)
+                        fuzz_check(f->type == p->type && f->subtype == p->subtype, "find(%u, %u) found %u/%u",
+                                   p->type, p->subtype, f->type, f->subtype);
                 fuzz_check(partition_table_find(t, PARTITION_TYPE_ANY, PARTITION_SUBTYPE_ANY) ==
                            partition_table_get(t, 0), "find(any, any) is the first entry");
                 (void) partition_type_to_string(p->type);
