@@ -10,6 +10,7 @@ ESPFLEET_DEB_PACKAGES=(
         libconfig-dev
         libjson-c-dev libmicrohttpd-dev
         libcriterion-dev
+        clang libfuzzer-14-dev llvm-14
         nginx
         prometheus chromium fonts-dejavu-core
         scdoc groff-base

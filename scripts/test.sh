@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every espfleet test: installs what is missing, builds, runs the unit
 # and integration suites (meson test), then the unit suite again under
-# AddressSanitizer + UndefinedBehaviorSanitizer. Ends with one line
-# "tests: N passed, M failed".
+# AddressSanitizer + UndefinedBehaviorSanitizer, then (full runs only) the
+# fuzzing smoke (scripts/fuzz-smoke.sh: each libFuzzer harness replays its
+# seeds and runs briefly; every replay and every run counts as one test).
+# Ends with one line "tests: N passed, M failed".
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh --suite unit    # extra args go to `meson test`
@@ -36,6 +38,22 @@ if [ $# -eq 0 ] || [ "$*" = "--suite unit" ]; then
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
                 meson test -C build-asan --suite unit --print-errorlogs --num-processes 2 || rc=1
         tally build-asan
+fi
+
+if [ $# -eq 0 ]; then
+        # The smoke ends with "fuzz-smoke: P passed, F failed"; without that
+        # line (say, it could not build) it counts as one failure.
+        smoke_log=$(mktemp)
+        scripts/fuzz-smoke.sh | tee "$smoke_log" || rc=1
+        smoke=$(tail -n 1 "$smoke_log")
+        rm -f "$smoke_log"
+        if [[ $smoke =~ ^fuzz-smoke:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+                passed=$((passed + BASH_REMATCH[1]))
+                failed=$((failed + BASH_REMATCH[2]))
+        else
+                failed=$((failed + 1))
+                rc=1
+        fi
 fi
 
 echo "tests: $passed passed, $failed failed"

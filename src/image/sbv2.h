@@ -115,8 +115,12 @@ int sbv2_sector_first_key_digest(const uint8_t *sector, size_t len, uint8_t ret[
 
 /* --- whole files (espsecure sign-data / verify-signature) --- */
 
-/* True when the last 4 KiB of data (len a multiple of 4 KiB) is a signature
- * sector with at least one valid block. */
+/* True when the last 4 KiB of data (len a multiple of 4 KiB, at least two
+ * sectors) is a signature sector that sbv2_parse_sector() accepts: at least
+ * one block, and every block before the first slot without the magic well
+ * formed. A sector whose second block is broken is not "signed" here, even
+ * though sbv2_verify_file() (like the bootloader) may accept it through its
+ * first block. */
 bool sbv2_file_is_signed(const uint8_t *data, size_t len);
 
 /* Signs a file: pads with 0xFF to 4 KiB and appends a sector with one block;

@@ -1201,17 +1201,25 @@ int nvs_set_blob(NvsHandle *h, const char *key, const void *data, size_t size) {
                 }
         }
 
-        for (;;) {
+        for (unsigned turns = 0;;) {
                 size_t tailroom = active_tailroom(n), chunk;
 
                 /* A first chunk squeezed into < 10% of a page is not worth an
-                 * item: start on a fresh page (as ESP-IDF does). */
+                 * item: start on a fresh page (as ESP-IDF does). Garbage
+                 * collection can hand the same little room back again and
+                 * again, so once every page had its turn without giving a
+                 * chunk room (as in ensure_room()), the partition is full. */
                 if (tailroom == 0 || (count == 0 && tailroom < remaining && tailroom < NVS_CHUNK_MAX / 10)) {
+                        if (turns++ > n->n_pages) {
+                                r = -ESP_ERR_NVS_NOT_ENOUGH_SPACE;
+                                goto fail;
+                        }
                         r = next_page(n);
                         if (r < 0)
                                 goto fail;
                         continue;
                 }
+                turns = 0;
                 if (count >= NVS_MAX_CHUNKS_PER_BLOB) {
                         r = -ESP_ERR_NVS_VALUE_TOO_LONG;
                         goto fail;

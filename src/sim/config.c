@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <syslog.h>
 
+#include "basic/fileio.h"
 #include "basic/log.h"
 #include "basic/string-table.h"
 #include "sim/config.h"
@@ -828,24 +829,68 @@ static int config_parse(DaemonConfig *c, config_t *cfg, bool ok, const char *nam
         return 0;
 }
 
-int daemon_config_load(DaemonConfig *c, const char *path, char *err, size_t errlen) {
-        config_t cfg;
-        int r;
+/* libconfig's "@include" opens whatever path it names: a directory, or a
+ * file that fails to read, makes its flex scanner call exit() ("input in
+ * flex scanner failed", hyperrealm/libconfig#292), which would end the
+ * daemon on a SIGHUP reload; a FIFO would block it. espfleetd's
+ * configuration is one file (the sample lists every key), so an @include
+ * line is refused here, before libconfig reads the text. libconfig takes
+ * the directive at the start of a line, after blanks. */
+static int check_no_include(const char *text, const char *name, char *err, size_t errlen) {
+        unsigned line = 1;
 
-        config_init(&cfg);
-        r = config_parse(c, &cfg, config_read_file(&cfg, path) == CONFIG_TRUE, path, err, errlen);
-        config_destroy(&cfg);
-        return r;
+        for (const char *p = text; *p; line++) {
+                const char *nl = strchr(p, '\n');
+
+                p += strspn(p, " \t");
+                if (strneq(p, "@include", 8)) {
+                        snprintf(err, errlen, "%s:%u: @include is not supported (the configuration is one file)",
+                                 name, line);
+                        return -EINVAL;
+                }
+                if (!nl)
+                        break;
+                p = nl + 1;
+        }
+        return 0;
 }
 
-int daemon_config_load_string(DaemonConfig *c, const char *text, const char *name, char *err, size_t errlen) {
+static int config_parse_text(DaemonConfig *c, const char *text, const char *name, char *err, size_t errlen) {
         config_t cfg;
         int r;
 
+        r = check_no_include(text, name, err, errlen);
+        if (r < 0)
+                return r;
         config_init(&cfg);
         r = config_parse(c, &cfg, config_read_string(&cfg, text) == CONFIG_TRUE, name, err, errlen);
         config_destroy(&cfg);
         return r;
+}
+
+#define CONFIG_FILE_MAX (1024u * 1024u)
+
+int daemon_config_load(DaemonConfig *c, const char *path, char *err, size_t errlen) {
+        _cleanup_free_ uint8_t *data = NULL;
+        size_t size;
+        int r;
+
+        /* Read here rather than by libconfig, to see the text first. */
+        r = read_full_file(path, CONFIG_FILE_MAX, &data, &size);
+        if (r < 0) {
+                snprintf(err, errlen, "%s: cannot read: %s", path,
+                         r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
+                return -EINVAL;
+        }
+        if (memchr(data, 0, size)) {
+                snprintf(err, errlen, "%s: not a text file (contains NUL bytes)", path);
+                return -EINVAL;
+        }
+        return config_parse_text(c, (const char *) data, path, err, errlen);
+}
+
+int daemon_config_load_string(DaemonConfig *c, const char *text, const char *name, char *err, size_t errlen) {
+        return config_parse_text(c, text, name, err, errlen);
 }
 
 int daemon_config_workers_for(const DaemonConfig *c, unsigned n_devices, unsigned nofile, char *err, size_t errlen) {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdbool.h>
 #include <string.h>
 #include <strings.h>
 
-#include "basic/macro.h"
 #include "transport/http-header.h"
 
 HttpHeaderLine http_header_line_kind(const char *line, size_t len) {
@@ -15,46 +15,64 @@ HttpHeaderLine http_header_line_kind(const char *line, size_t len) {
         return HTTP_HEADER_OTHER;
 }
 
-static int64_t parse_int64_prefix(const char *p, const char **end) {
+/* 1*DIGIT at *p, before end; false when there is none or it overflows. */
+static bool parse_digits(const char **p, const char *end, int64_t *ret) {
+        const char *s = *p;
         int64_t v = 0;
-        const char *s = p;
 
-        if (*s < '0' || *s > '9')
-                return -1;
-        for (; *s >= '0' && *s <= '9'; s++) {
-                if (v > (INT64_MAX - 9) / 10)
-                        return -1;
-                v = v * 10 + (*s - '0');
+        if (s == end || *s < '0' || *s > '9')
+                return false;
+        for (; s < end && *s >= '0' && *s <= '9'; s++) {
+                int d = *s - '0';
+                if (v > (INT64_MAX - d) / 10)
+                        return false;
+                v = v * 10 + d;
         }
-        *end = s;
-        return v;
+        *p = s;
+        *ret = v;
+        return true;
 }
 
+static bool is_ows(char c) {
+        return c == ' ' || c == '\t';
+}
+
+/* RFC 9110 §14.4:
+ *   Content-Range = range-unit SP ( range-resp / unsatisfied-range )
+ *   range-resp    = incl-range "/" ( complete-length / "*" )
+ *   incl-range    = first-pos "-" last-pos
+ * "A Content-Range field value is invalid if it contains a range-resp that
+ * has a last-pos value less than its first-pos value, or a complete-length
+ * value less than or equal to its last-pos value." The field value is what
+ * lies between optional whitespace (§5.5); the line's CRLF is not part of it.
+ * An unsatisfied-range ("bytes", an asterisk, "/N": sent with a 416) has no position: it
+ * is -EINVAL here too, as the caller only wants a position. */
 int http_content_range_parse(const char *value, size_t len, int64_t *ret_start, int64_t *ret_end,
                              int64_t *ret_total) {
-        char copy[128];
-        const char *p = copy, *e;
-        int64_t a, b, total;
+        const char *p = value, *end = value + len;
+        int64_t a, b, total = -1;
 
-        /* The value as a string, as the header callback has always cut it. */
-        len = MIN(len, sizeof copy - 1);
-        memcpy(copy, value, len);
-        copy[len] = 0;
-
-        while (*p == ' ' || *p == '\t')
+        while (p < end && is_ows(*p))
                 p++;
-        if (strncasecmp(p, "bytes ", 6) != 0)
+        while (end > p && (is_ows(end[-1]) || end[-1] == '\r' || end[-1] == '\n'))
+                end--;
+
+        if (end - p < 6 || strncasecmp(p, "bytes ", 6) != 0)
                 return -EINVAL;
         p += 6;
-        a = parse_int64_prefix(p, &e);
-        if (a < 0 || *e != '-')
+        if (!parse_digits(&p, end, &a) || p == end || *p++ != '-')
                 return -EINVAL;
-        b = parse_int64_prefix(e + 1, &e);
-        if (b < a || *e != '/')
+        if (!parse_digits(&p, end, &b) || p == end || *p++ != '/')
                 return -EINVAL;
-        total = parse_int64_prefix(e + 1, &e);
+        if (p < end && *p == '*')
+                p++;
+        else if (!parse_digits(&p, end, &total))
+                return -EINVAL;
+        if (p != end || b < a || (total >= 0 && total <= b))
+                return -EINVAL;
+
         *ret_start = a;
         *ret_end = b;
-        *ret_total = total;   /* -1 for "*" */
+        *ret_total = total;
         return 0;
 }

@@ -25,9 +25,11 @@ HttpHeaderLine http_header_line_kind(const char *line, size_t len);
 /* The length of the "Content-Range:" name: the value starts after it. */
 #define HTTP_CONTENT_RANGE_NAME_LEN 14
 
-/* Parses a Content-Range value "bytes a-b/total" or "bytes a-b/ *" (RFC 9110
- * §14.4), leading blanks allowed, len bytes (not NUL-terminated). Returns 0
- * and the first and last byte positions and the complete length (-1 for
- * "*"), or -EINVAL with the outputs untouched. */
+/* Parses a Content-Range value "bytes a-b/total", or "bytes a-b/" and an asterisk (RFC 9110
+ * §14.4), len bytes (not NUL-terminated), between optional whitespace (and
+ * the line's CRLF). Returns 0 and the first and last byte positions and the
+ * complete length (-1 for "*"), or -EINVAL with the outputs untouched for
+ * anything else: trailing bytes, a number that does not fit in int64_t,
+ * last-pos < first-pos, or complete-length <= last-pos. */
 int http_content_range_parse(const char *value, size_t len, int64_t *ret_start, int64_t *ret_end,
                              int64_t *ret_total);

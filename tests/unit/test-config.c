@@ -134,6 +134,57 @@ Test(config, missing_file) {
         cr_assert(strstr(err, "/nonexistent/espfleet.conf"), "%s", err);
 }
 
+/* Found while triaging a fuzz-config report (libconfig#292), confirmed with
+ * the harness: "@include" of a directory made libconfig's scanner call
+ * exit(), so a reload would have ended the daemon. Includes are refused. */
+Test(config, include_is_refused) {
+        char dir[] = "/tmp/test-config.XXXXXX", path[64], text[128];
+        FILE *f;
+
+        cr_assert_eq(load("broker = { port = 1234; };"), 0);
+        cr_assert_eq(load("fleet_dir = \"/x\";\n  @include \".\"\n"), -EINVAL);
+        cr_assert(strstr(err, "test.conf:2: @include is not supported"), "%s", err);
+        cr_assert_eq(load("\t@include \"/etc/espfleet/other.conf\"\n"), -EINVAL);
+        cr_assert_eq(c.broker_port, 1234);
+
+        /* the same from a file, with the directory that used to kill the process */
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(path, sizeof path, "%s/espfleet.conf", dir);
+        snprintf(text, sizeof text, "@include \"%s\"\n", dir);
+        f = fopen(path, "we");
+        cr_assert_not_null(f);
+        fputs(text, f);
+        fclose(f);
+        cr_assert_eq(daemon_config_load(&c, path, err, sizeof err), -EINVAL);
+        cr_assert(strstr(err, "espfleet.conf:1: @include is not supported"), "%s", err);
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(rmdir(dir), 0);
+}
+
+Test(config, file_with_nul_bytes) {
+        char path[] = "/tmp/test-config-nul.XXXXXX";
+        int fd = mkstemp(path);
+
+        cr_assert(fd >= 0);
+        cr_assert_eq(write(fd, "broker = { port = 1; };\0junk", 29), 29);
+        close(fd);
+        cr_assert_eq(daemon_config_load(&c, path, err, sizeof err), -EINVAL);
+        cr_assert(strstr(err, "NUL"), "%s", err);
+        cr_assert_eq(unlink(path), 0);
+}
+
+Test(config, file_errors_name_the_file_and_line) {
+        char path[] = "/tmp/test-config-err.XXXXXX";
+        int fd = mkstemp(path);
+
+        cr_assert(fd >= 0);
+        cr_assert_eq(write(fd, "\nbroker = { port = 0; };\n", 25), 25);
+        close(fd);
+        cr_assert_eq(daemon_config_load(&c, path, err, sizeof err), -EINVAL);
+        cr_assert(strstr(err, ":2: key 'broker.port'") && strstr(err, path), "%s", err);
+        cr_assert_eq(unlink(path), 0);
+}
+
 Test(config, shipped_sample_matches_table) {
         /* etc/espfleet.conf is the dump of the table: same text, and it parses
          * to the defaults. */

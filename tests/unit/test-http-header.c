@@ -46,6 +46,15 @@ static const RangeCase range_cases[] = {
         { " bytes 0-5\r\n", -EINVAL, 0, 0, 0 },
         { " bytes 99999999999999999999-1/2\r\n", -EINVAL, 0, 0, 0 },
         { "", -EINVAL, 0, 0, 0 },
+        /* found by fuzz-http-header: each of these was accepted */
+        { " bytes 1000-299999/30000te\r\n", -EINVAL, 0, 0, 0 },  /* trailing bytes */
+        { " bytes 0-99/50\r\n", -EINVAL, 0, 0, 0 },              /* complete-length <= last-pos */
+        { " bytes 0-99/99\r\n", -EINVAL, 0, 0, 0 },
+        { " bytes 0-99/abc\r\n", -EINVAL, 0, 0, 0 },             /* was read as "*" */
+        { " bytes 0-99/99999999999999999999\r\n", -EINVAL, 0, 0, 0 },  /* overflow, was read as "*" */
+        { " bytes 0-99/*x\r\n", -EINVAL, 0, 0, 0 },
+        { " bytes 0-99/100 \t\r\n", 0, 0, 99, 100 },              /* trailing whitespace is not part of it */
+        { " bytes 0-9223372036854775806/9223372036854775807\r\n", 0, 0, 9223372036854775806, INT64_MAX },
 };
 
 ParameterizedTestParameters(http_header, content_range) {
@@ -72,4 +81,18 @@ Test(http_header, content_range_is_bounded_by_len) {
         cr_assert_eq(http_content_range_parse(" bytes 0-99/1000", 8, &a, &b, &total), -EINVAL);
         cr_assert_eq(http_content_range_parse(" bytes 0-99/1000", 16, &a, &b, &total), 0);
         cr_assert_eq(total, 1000);
+        /* the value stops at len: "/1000" cut to "/10" is not a range of 100 bytes */
+        cr_assert_eq(http_content_range_parse(" bytes 0-99/1000", 14, &a, &b, &total), -EINVAL);
+}
+
+/* The value used to be copied into 128 bytes first: a valid value after a
+ * long run of blanks was lost. */
+Test(http_header, content_range_is_not_cut_at_127_bytes) {
+        char v[300];
+        int64_t a = -7, b = -7, total = -7;
+
+        memset(v, ' ', sizeof v);
+        memcpy(v + 200, "bytes 5-9/10\r\n", 14);
+        cr_assert_eq(http_content_range_parse(v, 214, &a, &b, &total), 0);
+        cr_assert(a == 5 && b == 9 && total == 10);
 }
