@@ -235,6 +235,19 @@ int fleet_config_save(const char *path, const FleetConfig *c) {
 
 /* ---- ids, MACs, manifest ------------------------------------------------ */
 
+bool fleet_id_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n >= FLEET_ID_MAX || s[0] == '.' || s[0] == '-')
+                return false;
+        return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+/* "esp-" and six lowercase hex digits: the form of an id made from a MAC. */
+static bool id_is_mac_form(const char *s) {
+        return strlen(s) == 10 && startswith(s, "esp-") && strspn(s + 4, "0123456789abcdef") == 6;
+}
+
 void fleet_id_from_mac(const uint8_t mac[FLEET_MAC_LEN], char id[FLEET_ID_MAX]) {
         snprintf(id, FLEET_ID_MAX, "esp-%02x%02x%02x", mac[3], mac[4], mac[5]);
 }
@@ -351,9 +364,12 @@ int fleet_manifest_parse(const char *path, FleetDeviceEntry **ret, size_t *ret_n
                         return errf(err, errlen, -EBADMSG, "%s:%u: bad MAC '%.20s' (expected aa:bb:cc:dd:ee:ff)",
                                     path, lineno, fields[2]);
                 fleet_id_from_mac(d.mac, d.id);
-                if (!streq(d.id, fields[1]))
+                /* an id of the MAC's form must be that MAC's; another one is a
+                 * replayed device's certificate CN */
+                if (!streq(d.id, fields[1]) && (id_is_mac_form(fields[1]) || !fleet_id_is_valid(fields[1])))
                         return errf(err, errlen, -EBADMSG, "%s:%u: id '%.20s' does not match MAC %s (expected '%s')",
                                     path, lineno, fields[1], fields[2], d.id);
+                snprintf(d.id, sizeof d.id, "%s", fields[1]);
                 if (n == alloc) {
                         size_t na = MAX(alloc * 2, (size_t) 64);
                         FleetDeviceEntry *ne = reallocarray(e, na, sizeof *e);

@@ -81,6 +81,11 @@ typedef struct FleetDeviceEntry {
 
 /* "esp-" + the last three MAC bytes in lower-case hex. */
 void fleet_id_from_mac(const uint8_t mac[FLEET_MAC_LEN], char id[FLEET_ID_MAX]);
+/* Whether s can be a device id: 1..FLEET_ID_MAX-1 characters of A-Z a-z
+ * 0-9 . _ -, not starting with '.' or '-' (it names a directory, an MQTT
+ * client id and a topic level). A provisioned device's id is
+ * fleet_id_from_mac(); a replayed one's is its certificate's CN. */
+bool fleet_id_is_valid(const char *s);
 /* "aa:bb:cc:dd:ee:ff" (out: 18 bytes) and back. */
 void fleet_mac_to_string(const uint8_t mac[FLEET_MAC_LEN], char out[18]);
 int fleet_mac_from_string(const char *s, uint8_t mac[FLEET_MAC_LEN]);

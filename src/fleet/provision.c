@@ -79,6 +79,7 @@ typedef struct Plan {
         EVP_PKEY *replay_key;
         uint8_t *replay_cert_part;
         size_t replay_cert_part_len;
+        char replay_id[FLEET_ID_MAX];   /* --secure-cert: its DEV_CERT's CN, the device's id; "" otherwise */
         uint8_t replay_hmac[EFUSE_KEY_LEN];
         /* --key-pool: RSA keys shared by the devices, device index mod n_pool
          * picks one. In memory only (the workers inherit them through fork);
@@ -639,6 +640,32 @@ static unsigned pick_sb_block(const FleetConfig *c) {
 /* MACs: random, locally administered (bit 1 of the first octet set),
  * unicast (bit 0 clear), and unique in their last three bytes, since the
  * device id is made of those. `taken` is a 2^24-bit map of used ids. */
+/* A replayed esp_secure_cert brings its certificate, and the device's id
+ * must be its CN: the broker takes the CN for the username
+ * (use_identity_as_username) and the ACL confines a device to /esp/<CN>/#,
+ * so any other id would see every publish denied. A CN that cannot be an
+ * id (fleet_id_is_valid()) is refused with the reason. */
+static int replay_id_from_cert(SecureCert *sc, const char *path, char id[FLEET_ID_MAX], char *err, size_t errlen) {
+        _cleanup_(X509_freep) X509 *cert = NULL;
+        char cn[256] = "";
+        int r;
+
+        r = secure_cert_get_x509(sc, SECURE_CERT_DEV_CERT, &cert);
+        if (r < 0)
+                return errf(err, errlen, r, "%s: no usable DEV_CERT: %s", path, esp_err_to_name(r));
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) <= 0)
+                return errf(err, errlen, -EINVAL, "%s: DEV_CERT has no CN; the broker's ACL needs CN = the device id",
+                            path);
+        if (!fleet_id_is_valid(cn))
+                return errf(err, errlen, -EINVAL,
+                            "%s: DEV_CERT's CN '%.64s' cannot be a device id (1 to %d of A-Z a-z 0-9 . _ -, not "
+                            "starting with . or -). The broker takes the CN for the username, and under the ACL "
+                            "/esp/%%u/# a device with another id would see every publish denied: re-issue the "
+                            "certificate", path, cn, FLEET_ID_MAX - 1);
+        snprintf(id, FLEET_ID_MAX, "%s", cn);
+        return 0;
+}
+
 static int new_mac(uint8_t *taken, uint8_t mac[FLEET_MAC_LEN]) {
         for (unsigned tries = 0; tries < 1000; tries++) {
                 uint32_t low;
@@ -1086,6 +1113,12 @@ static int load_replay(Plan *p, char *err, size_t errlen) {
                 if (o->key_block >= 0 && (unsigned) o->key_block != block)
                         return errf(err, errlen, -EINVAL, "%s: its DS_CONTEXT names BLOCK_KEY%u, not --key-block %d",
                                     o->secure_cert, block, o->key_block);
+                r = replay_id_from_cert(sc, o->secure_cert, p->replay_id, err, errlen);
+                if (r >= 0 && fleet_find_device(p->fleet, p->replay_id))
+                        r = errf(err, errlen, -EEXIST, "%s: its certificate's id '%s' is in the fleet already",
+                                 o->secure_cert, p->replay_id);
+                if (r < 0)
+                        return r;
                 if (fleet_n_devices(p->fleet) > 0 && block != p->conf.ds_key_block)
                         return errf(err, errlen, -EXDEV, "%s: its DS_CONTEXT names BLOCK_KEY%u; the fleet uses BLOCK_KEY%u",
                                     o->secure_cert, block, p->conf.ds_key_block);
@@ -1268,7 +1301,11 @@ static int provision_fleet_blocked(const ProvisionOptions *o, const sigset_t *sa
                         errf(err, errlen, r, "no free device id left");
                         goto out;
                 }
-                fleet_id_from_mac(todo[n].mac, todo[n].id);
+                if (p.replay_id[0])
+                        /* a replay: the id its certificate names */
+                        snprintf(todo[n].id, sizeof todo[n].id, "%s", p.replay_id);
+                else
+                        fleet_id_from_mac(todo[n].mac, todo[n].id);
                 n++;
         }
         pending_path = fleet_file(f, FLEET_PENDING_FILE);

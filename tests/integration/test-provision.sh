@@ -138,6 +138,16 @@ tid=$(sed -n 2p "$T/twin/manifest.csv" | cut -d, -f2)
 cmp -s <(dd if="$T/twin/devices/$tid/flash.bin" bs=4096 skip=$((0x12000 / 4096)) count=2 status=none) \
         "$VECTORS_DIR/ds/c3-rsa2048.esp_secure_cert.bin" || fail "the replayed esp_secure_cert partition differs"
 openssl x509 -in "$T/twin/devices/$tid/device.crt" -noout -subject | grep -q "esp-kat001" || fail "twin cert"
+# its id is its certificate's CN: the broker's username, and /esp/<CN>/# under the ACL (issue #9 §4)
+[ "$tid" = esp-kat001 ] || fail "a replayed device's id is '$tid', its certificate says esp-kat001"
+[ -d "$T/twin/devices/esp-kat001" ] || fail "no device directory named after the certificate"
+"$ESPFLEET" device show "$T/twin" esp-kat001 >/dev/null || fail "the fleet with a replayed id does not open"
+expect_fail "in the fleet already" "$ESPFLEET" provision "$T/twin" --pki "$PKI" --count 1 --first-index 1 \
+        --secure-cert "$VECTORS_DIR/ds/c3-rsa2048.esp_secure_cert.bin" --hmac-key "$T/hmac.bin"
+# a MAC-form id that does not match its MAC is still a corrupt manifest
+cp -r "$T/twin" "$T/twin-corrupt"
+sed -i "2s/esp-kat001/esp-abcdef/" "$T/twin-corrupt/manifest.csv"
+expect_fail "does not match MAC" "$ESPFLEET" device list "$T/twin-corrupt"
 # a wrong HMAC key cannot decrypt the DS data: refused
 head -c 32 /dev/zero >"$T/zero.bin"
 expect_fail "DS" "$ESPFLEET" provision "$T/twin-bad" --pki "$PKI" --count 1 \
@@ -174,8 +184,12 @@ expect_fail "newer espfleet" "$ESPFLEET" provision "$T/b3" --pki "$PKI" --count 
 cp -a "$F" "$T/b4"; rm "$T/b4/fleet.conf"
 expect_fail "older espfleet" "$ESPFLEET" device list "$T/b4"
 expect_fail "older espfleet" "$ESPFLEET" provision "$T/b4" --pki "$PKI" --count 8
-cp -a "$F" "$T/b5"; sed -i '3s/,esp-/,esq-/' "$T/b5/manifest.csv"
-expect_fail "manifest.csv:3: id" "$ESPFLEET" device list "$T/b5"
+# an id of the MAC's form that is not this MAC's, and an edited one (which
+# could be a replay's CN, but has no device behind it)
+cp -a "$F" "$T/b5"; sed -i -E '3s/,esp-[0-9a-f]{6},/,esp-000000,/' "$T/b5/manifest.csv"
+expect_fail "manifest.csv:3: id 'esp-000000' does not match MAC" "$ESPFLEET" device list "$T/b5"
+cp -a "$F" "$T/b5b"; sed -i '3s/,esp-/,esq-/' "$T/b5b/manifest.csv"
+expect_fail "is listed but its directory" "$ESPFLEET" device list "$T/b5b"
 cp -a "$F" "$T/b6"; other=$(sed -n 3p "$F/manifest.csv" | cut -d, -f2)
 cp "$F/devices/$other/efuse.bin" "$T/b6/devices/$id0/efuse.bin"
 expect_fail "differs from" "$ESPFLEET" device show "$T/b6" "$id0"

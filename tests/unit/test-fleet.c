@@ -62,6 +62,24 @@ static int open_err(char *err, size_t errlen) {
 
 TestSuite(fleet, .init = setup, .fini = teardown);
 
+Test(fleet, id_is_valid) {
+        /* a MAC's id, and the CNs of replayed devices */
+        cr_assert(fleet_id_is_valid("esp-a1b2c3"));
+        cr_assert(fleet_id_is_valid("esp-kat001"));
+        cr_assert(fleet_id_is_valid("ESP32_dev.01"));
+        cr_assert(fleet_id_is_valid("abcdefghijklmno"));        /* 15: the most */
+        cr_assert_not(fleet_id_is_valid("abcdefghijklmnop"));   /* 16 */
+        cr_assert_not(fleet_id_is_valid(""));
+        cr_assert_not(fleet_id_is_valid("."));
+        cr_assert_not(fleet_id_is_valid(".."));
+        cr_assert_not(fleet_id_is_valid("-x"));
+        cr_assert_not(fleet_id_is_valid("a/b"));                /* a directory name, a topic level */
+        cr_assert_not(fleet_id_is_valid("a+b"));                /* MQTT wildcards */
+        cr_assert_not(fleet_id_is_valid("a#"));
+        cr_assert_not(fleet_id_is_valid("a b"));
+        cr_assert_not(fleet_id_is_valid("caf\xc3\xa9"));
+}
+
 Test(fleet, id_and_mac) {
         uint8_t mac[6] = { 0x02, 0x11, 0x22, 0xa1, 0xb2, 0xc3 }, back[6];
         char id[FLEET_ID_MAX], s[18];
