@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <syslog.h>
 
+#include "basic/parse-util.h"
 #include "basic/fileio.h"
 #include "basic/log.h"
 #include "basic/string-table.h"
@@ -120,6 +121,49 @@ static int check_ip_address(const char *v, char *reason, size_t n) {
                 return 0;
         snprintf(reason, n, "'%s' is not an IPv4 or IPv6 address", v);
         return -EINVAL;
+}
+
+int broker_endpoint_parse(const char *s, unsigned default_port, char *host, size_t hostlen, unsigned *ret_port) {
+        const char *colon = strrchr(s, ':'), *h = s;
+        size_t hl = strlen(s);
+        unsigned port = default_port;
+
+        if (s[0] == '[') {
+                /* [v6]:port or [v6] */
+                const char *close = strchr(s, ']');
+                if (!close || close == s + 1 || (close[1] && close[1] != ':'))
+                        return -EINVAL;
+                h = s + 1;
+                hl = (size_t) (close - h);
+                colon = close[1] == ':' ? close + 1 : NULL;
+        } else if (colon && strchr(s, ':') != colon)
+                colon = NULL;           /* a bare IPv6 address: no port */
+        else if (colon)
+                hl = (size_t) (colon - s);
+        if (colon) {
+                uint32_t v;
+                if (safe_atou32(colon + 1, 10, &v) < 0 || v < 1 || v > 65535)
+                        return -ERANGE;
+                port = v;
+        }
+        if (hl == 0 || hl >= hostlen || memchr(h, ' ', hl) || memchr(h, '/', hl))
+                return -EINVAL;
+        memcpy(host, h, hl);
+        host[hl] = 0;
+        *ret_port = port;
+        return 0;
+}
+
+static int check_broker_endpoint(const char *v, char *reason, size_t n) {
+        char host[256];
+        unsigned port;
+        int r = broker_endpoint_parse(v, 8883, host, sizeof host, &port);
+
+        if (r == -ERANGE)
+                snprintf(reason, n, "'%s': the port is not a number from 1 to 65535", v);
+        else if (r < 0)
+                snprintf(reason, n, "'%s' is not HOST, HOST:PORT or [IPV6]:PORT", v);
+        return r;
 }
 
 static int check_log_level(const char *v, char *reason, size_t n) {
@@ -242,6 +286,10 @@ static const ConfigItem config_items[] = {
         { "broker.host", CONFIG_STRING, F(broker_host), "localhost", .check = check_nonempty,
           .comment = "MQTT broker; this name is also checked against the broker's certificate" },
         { "broker.port", CONFIG_UINT, F(broker_port), "8883", 1, 65535, .comment = "MQTT over TLS port" },
+        { "broker.hosts", CONFIG_STRV, F(broker_hosts), "", .check = check_broker_endpoint,
+          .comment = "several brokers, e.g. [\"mqtt-a:8883\", \"mqtt-b:8884\"] (a cluster): device INDEX connects to "
+                     "entry INDEX mod N, each name checked against that broker's certificate; empty = broker.host "
+                     "and broker.port" },
         { "broker.bind_addresses", CONFIG_STRV, F(bind_addresses), "", .check = check_ip_address,
           .comment = "source addresses used round-robin, e.g. [\"127.0.0.1\", \"127.0.0.2\"], to pass ~28k connections" },
         { "broker.keepalive", CONFIG_UINT, F(keepalive_s), "60", 5, 65535, .comment = "MQTT keepalive in seconds" },

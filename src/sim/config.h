@@ -32,6 +32,7 @@ typedef struct DaemonConfig {
         /* broker */
         char *broker_host;               /* also the name checked in the broker's certificate */
         unsigned broker_port;
+        char **broker_hosts;             /* "host", "host:port" or "[v6]:port"; empty = broker_host:broker_port */
         char **bind_addresses;           /* NULL-terminated; empty = let the kernel pick */
         unsigned keepalive_s;
         TlsVersion tls_version_min;
@@ -139,6 +140,11 @@ int daemon_config_dump_sample(FILE *f);
 
 /* Keys whose new value needs a daemon restart; fills `changed` with the
  * first such key path, returns true when any differs. */
+/* One entry of broker.hosts: "host", "host:port", "[v6]" or "[v6]:port"
+ * (a bare IPv6 address has no port). The port defaults to default_port.
+ * 0, -EINVAL (not of these forms, or a host too long) or -ERANGE (the port). */
+int broker_endpoint_parse(const char *s, unsigned default_port, char *host, size_t hostlen, unsigned *ret_port);
+
 bool daemon_config_needs_restart(const DaemonConfig *old, const DaemonConfig *new, const char **changed);
 /* The keys ("group.key") that differ between old and new, live ones or
  * restart ones, in table order: up to n of them in ret. Returns how many

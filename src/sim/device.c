@@ -63,6 +63,7 @@ struct Device {
         Backoff backoff;
         unsigned failures;              /* consecutive failed connection attempts */
         bool waiting_slot;              /* CONNECTING: waiting for a token (or the broker's address) */
+        const DeviceBroker *broker;     /* of the worker's brokers, this device's */
         const char *broker_addr;        /* the resolver's address of the current attempt */
         bool restart_disconnecting;     /* RESTARTING: offline status and DISCONNECT sent */
         bool settled;
@@ -529,7 +530,7 @@ static void attempt_failed(Device *d, int reason) {
         char obuf[256];
         const char *ebuf = openssl_last_error(obuf, sizeof obuf, "");
         d->failures++;
-        resolver_connect_failed(d->ctx->resolver, d->broker_addr);
+        resolver_connect_failed(d->broker->resolver, d->broker_addr);
         char rbuf[64];
         unsigned why = attempt_failure_reason(d, reason);
         const char *why_name = metrics_reason_name(why, rbuf, sizeof rbuf) ?: "other";
@@ -550,9 +551,9 @@ static void attempt_failed(Device *d, int reason) {
         else
                 snprintf(what, sizeof what, "%s%s%s", strerror(reason < 0 ? -reason : EPROTO), *ebuf ? ": " : "",
                          ebuf);
-        log_dev_warning(d->id, "Connection to %s:%u failed (attempt %u, %s): %s", cfg(d)->broker_host,
-                        cfg(d)->broker_port, d->failures, why_name, what);
-        device_note_error(d, "connect to %s:%u failed: %s: %s", cfg(d)->broker_host, cfg(d)->broker_port,
+        log_dev_warning(d->id, "Connection to %s:%u failed (attempt %u, %s): %s", d->broker->host,
+                        d->broker->port, d->failures, why_name, what);
+        device_note_error(d, "connect to %s:%u failed: %s: %s", d->broker->host, d->broker->port,
                           why_name, what);
         retry_or_give_up(d);
 }
@@ -1072,7 +1073,7 @@ static void enter_booting(Device *d) {
                 MqttCallbacks cb = { .on_connect = on_connect, .on_disconnect = on_disconnect,
                                      .on_message = on_message, .on_drained = on_drained,
                                      .on_suback = on_suback, .on_puback = on_puback };
-                r = mqtt_client_new(d->ctx->mqtt, d->id, d->ctx->ssl_ctx, d->identity.cert, d->identity.key, &cb, d,
+                r = mqtt_client_new(d->ctx->mqtt, d->id, d->broker->ssl_ctx, d->identity.cert, d->identity.key, &cb, d,
                                     &d->client);
                 if (r >= 0 && streq(cfg(d)->protocol, "mqttv5"))
                         r = mqtt_client_set_protocol(d->client, 5);
@@ -1100,7 +1101,7 @@ static void start_connect(Device *d) {
         int r;
 
         d->waiting_slot = false;
-        const char *addr = resolver_next_address(d->ctx->resolver);
+        const char *addr = d->broker->resolver ? resolver_next_address(d->broker->resolver) : NULL;
         if (!addr) {
                 /* the broker's name is still being resolved */
                 d->waiting_slot = true;
@@ -1113,11 +1114,11 @@ static void start_connect(Device *d) {
                 d->connect_due_usec = device_now(d);
         metrics_count(mb(d), METRIC_CONNECT_ATTEMPTS, 1);
         char broker[sizeof d->rec->broker];
-        snprintf(broker, sizeof broker, strchr(addr, ':') ? "[%s]:%u" : "%s:%u", addr, cfg(d)->broker_port);
+        snprintf(broker, sizeof broker, strchr(addr, ':') ? "[%s]:%u" : "%s:%u", addr, d->broker->port);
         metrics_device_begin(d->rec);
         metrics_set_field(d->rec->broker, broker);
         metrics_device_end(d->rec);
-        r = mqtt_client_connect(d->client, addr, cfg(d)->broker_port, d->ctx->next_bind_address(d->ctx->owner),
+        r = mqtt_client_connect(d->client, addr, d->broker->port, d->ctx->next_bind_address(d->ctx->owner),
                                 cfg(d)->keepalive_s);
         if (r < 0) {
                 /* refused at once (no route to this address family; a handshake
@@ -1358,8 +1359,8 @@ static int device_timer_handler(sd_event_source *s, uint64_t usec, void *userdat
                         start_connect(d);
                         break;
                 }
-                log_dev_warning(d->id, "Connecting to %s:%u timed out after %u ms", cfg(d)->broker_host,
-                                cfg(d)->broker_port, cfg(d)->connect_timeout_ms);
+                log_dev_warning(d->id, "Connecting to %s:%u timed out after %u ms", d->broker->host,
+                                d->broker->port, cfg(d)->connect_timeout_ms);
                 d->connect_timed_out = true;
                 mqtt_client_abort(d->client); /* -> on_disconnect -> BACKOFF */
                 break;
@@ -1400,6 +1401,8 @@ int device_new(const DeviceContext *ctx, const FleetDeviceEntry *e, MetricsDevic
         metrics_device_end(rec);
         d->index = e->index;
         snprintf(d->id, sizeof d->id, "%s", e->id);
+        /* by manifest index, so a device keeps its broker whatever worker runs it */
+        d->broker = &ctx->brokers[e->index % ctx->n_brokers];
         d->state = DEVICE_OFF;
         backoff_init(&d->backoff, ctx->config->backoff_min_ms, ctx->config->backoff_max_ms,
                      ctx->config->backoff_jitter);

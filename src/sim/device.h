@@ -39,6 +39,15 @@ typedef enum DeviceState {
 const char *device_state_to_string(DeviceState s);
 DeviceState device_state_from_string(const char *s);
 
+/* One broker of the fleet (broker.hosts, or broker.host:port): its name is
+ * also what its certificate must match, so each has its own SSL_CTX. */
+typedef struct DeviceBroker {
+        char *host;
+        unsigned port;
+        SSL_CTX *ssl_ctx;               /* for every device of the worker on this broker */
+        Resolver *resolver;             /* its addresses; NULL until the manager starts */
+} DeviceBroker;
+
 /* What a device may use of its worker: nothing else. Owned by the worker's
  * manager, which outlives its devices; `config` is updated in place on a
  * reload. */
@@ -47,8 +56,8 @@ typedef struct DeviceContext {
         const DaemonConfig *config;
         Fleet *fleet;                   /* not owned */
         MqttLoop *mqtt;
-        SSL_CTX *ssl_ctx;               /* one for every device of the worker */
-        Resolver *resolver;             /* the broker's addresses */
+        const DeviceBroker *brokers;    /* device INDEX uses brokers[INDEX % n_brokers] */
+        size_t n_brokers;
         TokenBucket *connect_bucket;    /* this worker's share of reconnect.connect_rate_max */
         Rng *rng;
         const char *ca_path;            /* FLEET/ca.crt, for the OTA server */

@@ -833,8 +833,15 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
                         goto out_workers;
                 }
         }
-        log_info("espfleetd: %zu devices (manifest positions %zu..%zu), %u worker(s), broker %s:%u", n, pos,
-                 pos + n - 1, sup.n_workers, sup.config.broker_host, sup.config.broker_port);
+        size_t n_hosts = 0;
+        while (sup.config.broker_hosts && sup.config.broker_hosts[n_hosts])
+                n_hosts++;
+        if (n_hosts > 0)
+                log_info("espfleetd: %zu devices (manifest positions %zu..%zu), %u worker(s), %zu brokers (%s, …)",
+                         n, pos, pos + n - 1, sup.n_workers, n_hosts, sup.config.broker_hosts[0]);
+        else
+                log_info("espfleetd: %zu devices (manifest positions %zu..%zu), %u worker(s), broker %s:%u", n, pos,
+                         pos + n - 1, sup.n_workers, sup.config.broker_host, sup.config.broker_port);
         for (unsigned i = 0; i < sup.n_workers; i++) {
                 WorkerSlot *w = &sup.workers[i];
                 w->sup = &sup;

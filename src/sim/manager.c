@@ -6,6 +6,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "basic/errmsg.h"
 #include "basic/log.h"
 #include "dsemu/ds-provider.h"
 #include "ota/boot-cache.h"
@@ -82,8 +83,8 @@ struct Manager {
         Fleet *fleet;                   /* not owned */
         MqttLoop *mqtt;
         X509_STORE *ca_store;           /* one for every device */
-        SSL_CTX *ssl_ctx;               /* one for every device */
-        Resolver *resolver;
+        DeviceBroker *brokers;          /* broker.hosts, or broker.host:port alone */
+        size_t n_brokers;
         BootCache *boot_cache;          /* one image verified once per worker, not once per device */
         unsigned n_workers;
         size_t pos_first;               /* manifest position of devices[0] */
@@ -294,16 +295,56 @@ static void resolver_changed(Resolver *r, void *userdata) {
         Manager *m = userdata;
         int k;
 
-        if (m->ramp_started)
+        const char *host = "?";
+
+        for (size_t i = 0; i < m->n_brokers; i++)
+                if (m->brokers[i].resolver == r)
+                        host = m->brokers[i].host;
+        if (m->ramp_started) {
+                log_debug("Broker %s resolved (%zu address(es))", host, resolver_n_addresses(r));
                 return;
-        log_info("Broker %s resolved (%zu address(es)), starting the ramp", m->config.broker_host,
-                 resolver_n_addresses(r));
+        }
+        log_info("Broker %s resolved (%zu address(es)), starting the ramp", host, resolver_n_addresses(r));
         k = manager_start_ramp(m);
         if (k < 0)
                 log_error_errno(k, "Cannot start the ramp: %m");
 }
 
 /* ---- object ---------------------------------------------------------------- */
+
+/* broker.hosts, or broker.host:broker.port: one TLS context each (its name is
+ * what its certificate must match). Resolvers come with manager_start(). */
+static int brokers_new(Manager *m, char *err, size_t errlen) {
+        char **hosts = m->config.broker_hosts;
+        size_t n = 0;
+        int tls = m->config.tls_version_min == TLS_VERSION_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION, r;
+
+        while (hosts && hosts[n])
+                n++;
+
+        m->brokers = calloc(MAX(n, (size_t) 1), sizeof *m->brokers);
+        if (!m->brokers)
+                return -ENOMEM;
+        for (size_t i = 0; i < MAX(n, (size_t) 1); i++) {
+                DeviceBroker *b = &m->brokers[i];
+                char host[256];
+                unsigned port = m->config.broker_port;
+
+                if (n == 0)
+                        snprintf(host, sizeof host, "%s", m->config.broker_host);
+                else if (broker_endpoint_parse(hosts[i], m->config.broker_port, host, sizeof host, &port) < 0)
+                        return errf(err, errlen, -EINVAL, "broker.hosts: bad entry '%s'", hosts[i]);
+                b->host = strdup(host);
+                if (!b->host)
+                        return -ENOMEM;
+                b->port = port;
+                m->n_brokers++;
+                r = mqtt_ssl_ctx_new(m->ca_store, b->host, tls, &b->ssl_ctx);
+                if (r < 0)
+                        return errf(err, errlen, r, "cannot set up TLS for broker '%s': %s", b->host, strerror(-r));
+        }
+        return 0;
+}
 
 static void ds_sign_observed(uint64_t nsec, void *userdata) {
         Manager *m = userdata;
@@ -357,13 +398,9 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
         r = keystore_load_ca(fleet_path(fleet), &m->ca_store, err, errlen);
         if (r < 0)
                 goto fail;
-        r = mqtt_ssl_ctx_new(m->ca_store, m->config.broker_host,
-                             m->config.tls_version_min == TLS_VERSION_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION,
-                             &m->ssl_ctx);
-        if (r < 0) {
-                snprintf(err, errlen, "cannot set up TLS for broker '%s': %s", m->config.broker_host, strerror(-r));
+        r = brokers_new(m, err, errlen);
+        if (r < 0)
                 goto fail;
-        }
         r = boot_cache_new(0, 0, &m->boot_cache);
         if (r < 0)
                 goto fail;
@@ -377,7 +414,8 @@ int manager_new(sd_event *e, const DaemonConfig *c, Fleet *fleet, size_t pos_fir
                 .config = &m->config,
                 .fleet = fleet,
                 .mqtt = m->mqtt,
-                .ssl_ctx = m->ssl_ctx,
+                .brokers = m->brokers,
+                .n_brokers = m->n_brokers,
                 .connect_bucket = &m->connect_bucket,
                 .rng = &m->rng,
                 .ca_path = m->ca_path,
@@ -436,9 +474,13 @@ Manager *manager_free(Manager *m) {
         http_client_free(m->http);
         free(m->ca_path);
         mqtt_loop_free(m->mqtt);
-        resolver_free(m->resolver);
+        for (size_t i = 0; i < m->n_brokers; i++) {
+                resolver_free(m->brokers[i].resolver);
+                SSL_CTX_free(m->brokers[i].ssl_ctx);
+                free(m->brokers[i].host);
+        }
+        free(m->brokers);
         boot_cache_free(m->boot_cache);
-        SSL_CTX_free(m->ssl_ctx);
         X509_STORE_free(m->ca_store);
         daemon_config_done(&m->config);
         sd_event_unref(m->event);
@@ -454,16 +496,20 @@ int manager_start(Manager *m) {
                 return 0;
         /* The broker's name is resolved off the loop; the ramp starts with
          * the first answer (at once for a numeric address). */
-        r = resolver_new(m->event, m->config.broker_host, resolver_changed, m, &m->resolver);
-        if (r < 0)
-                return r;
+        for (size_t i = 0; i < m->n_brokers; i++) {
+                r = resolver_new(m->event, m->brokers[i].host, resolver_changed, m, &m->brokers[i].resolver);
+                if (r < 0)
+                        return r;
+        }
         r = sd_event_add_time_relative(m->event, &m->churn_timer, CLOCK_MONOTONIC, 1000000, 1000, churn_handler, m);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(m->churn_timer, SD_EVENT_ON);
-        m->dctx.resolver = m->resolver;
-        if (resolver_n_addresses(m->resolver) > 0)
-                return manager_start_ramp(m);
+        /* the ramp starts with the first broker that has an address; a
+         * device whose broker has none yet waits for it */
+        for (size_t i = 0; i < m->n_brokers; i++)
+                if (resolver_n_addresses(m->brokers[i].resolver) > 0)
+                        return manager_start_ramp(m);
         return 0;
 }
 

@@ -351,3 +351,43 @@ Test(config, scenario_keys) {
         daemon_config_done(&back);
         free(text);
 }
+
+Test(config, broker_endpoint) {
+        char host[64];
+        unsigned port;
+
+        cr_assert_eq(broker_endpoint_parse("mqtt-a", 8883, host, sizeof host, &port), 0);
+        cr_assert_str_eq(host, "mqtt-a");
+        cr_assert_eq(port, 8883);
+        cr_assert_eq(broker_endpoint_parse("mqtt-b.example.net:8884", 8883, host, sizeof host, &port), 0);
+        cr_assert_str_eq(host, "mqtt-b.example.net");
+        cr_assert_eq(port, 8884);
+        cr_assert_eq(broker_endpoint_parse("127.0.0.2:1", 8883, host, sizeof host, &port), 0);
+        cr_assert_str_eq(host, "127.0.0.2");
+        cr_assert_eq(port, 1);
+        /* IPv6: bracketed with a port, bare without */
+        cr_assert_eq(broker_endpoint_parse("[::1]:9000", 8883, host, sizeof host, &port), 0);
+        cr_assert_str_eq(host, "::1");
+        cr_assert_eq(port, 9000);
+        cr_assert_eq(broker_endpoint_parse("[fd00::2]", 1883, host, sizeof host, &port), 0);
+        cr_assert_str_eq(host, "fd00::2");
+        cr_assert_eq(port, 1883);
+        cr_assert_eq(broker_endpoint_parse("fd00::2", 1883, host, sizeof host, &port), 0);
+        cr_assert_str_eq(host, "fd00::2");
+        cr_assert_eq(port, 1883);
+
+        cr_assert_eq(broker_endpoint_parse("a:0", 8883, host, sizeof host, &port), -ERANGE);
+        cr_assert_eq(broker_endpoint_parse("a:65536", 8883, host, sizeof host, &port), -ERANGE);
+        cr_assert_eq(broker_endpoint_parse("a:x", 8883, host, sizeof host, &port), -ERANGE);
+        cr_assert_eq(broker_endpoint_parse("a:", 8883, host, sizeof host, &port), -ERANGE);
+        cr_assert_eq(broker_endpoint_parse("", 8883, host, sizeof host, &port), -EINVAL);
+        cr_assert_eq(broker_endpoint_parse(":8883", 8883, host, sizeof host, &port), -EINVAL);
+        cr_assert_eq(broker_endpoint_parse("[]:1", 8883, host, sizeof host, &port), -EINVAL);
+        cr_assert_eq(broker_endpoint_parse("[::1", 8883, host, sizeof host, &port), -EINVAL);
+        cr_assert_eq(broker_endpoint_parse("[::1]x", 8883, host, sizeof host, &port), -EINVAL);
+        cr_assert_eq(broker_endpoint_parse("a b:1", 8883, host, sizeof host, &port), -EINVAL);
+        cr_assert_eq(broker_endpoint_parse("a/b", 8883, host, sizeof host, &port), -EINVAL);
+        /* a host that does not fit is refused, not cut */
+        cr_assert_eq(broker_endpoint_parse("0123456789012345678901234567890123456789012345678901234567890123",
+                                           8883, host, sizeof host, &port), -EINVAL);
+}
