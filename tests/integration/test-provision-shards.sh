@@ -77,6 +77,10 @@ done
 for id in $(ids "$T/a1"); do
         grep -q "^/esp/$id/status .*\"state\":\"online\"" "$T/status.out" || fail "$id of shard 1/2 is not online"
 done
+# SIGHUP re-reads the file, which has no shard key: --shard still stands
+kill -HUP "$ONE"
+wait_count 10 "$T/one.log" "Config reloaded" 1 || fail "shard 1/2: no reload after SIGHUP"
+if grep -q "'shard' changed" "$T/one.log"; then fail "a reload lost --shard"; fi
 write_conf "$T/zero.conf" "$T/host" "${common[@]}" 'shard = "0/2";'
 start_daemon "$T/zero.conf" zero
 wait_count 60 "$T/status.out" '"state":"online"' $TOTAL || fail "with both shards running, not all $TOTAL online"
