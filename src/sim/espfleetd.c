@@ -959,7 +959,7 @@ out:
 }
 
 static void help(void) {
-        printf("espfleetd -c FILE        run the fleet described by FILE (libconfig)\n"
+        printf("espfleetd [-c FILE]      run the fleet described by FILE (libconfig; default " ESPFLEET_CONFIG_FILE ")\n"
                "espfleetd -c FILE --check-config   parse FILE and exit\n"
                "espfleetd --dump-config  print every key at its default (etc/espfleet.conf)\n"
                "\nReports, written when the run stops and on SIGUSR1:\n"
@@ -986,7 +986,7 @@ int main(int argc, char *argv[]) {
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        const char *config_path = "/etc/espfleet/espfleet.conf", *worker = NULL;
+        const char *config_path = ESPFLEET_CONFIG_FILE, *worker = NULL;
         ReportPaths reports = {};
         bool check = false;
         int c;

@@ -61,6 +61,8 @@ for u in espfleetd.service espfleetd@.service; do
 done
 "$D$bin" -c "$D$conf" --check-config >"$T/check.out" 2>&1 || { cat "$T/check.out" >&2; fail "the installed daemon refuses the installed config"; }
 grep -q "OK" "$T/check.out" || fail "--check-config did not say OK"
+"$D$bin" --help >"$T/help.out"
+grep -qF "default $sysconfdir/espfleet/espfleet.conf)" "$T/help.out" || fail "without -c, espfleetd reads another config"
 
 log "the template: instance I runs --shard I/\$ESPFLEET_SHARDS with \$ESPFLEET_CONFIG"
 tmpl=$D$unitdir/espfleetd@.service
