@@ -4,7 +4,8 @@
 # units generated from the configured sbindir/sysconfdir, the template unit
 # and its target, and the sysusers.d/tmpfiles.d snippets land under the
 # configured prefix; the installed binary starts with the installed config
-# and the paths the units name.
+# and the paths the units name. Once with the build's own options, once in
+# a build of its own with --prefix=/usr --sysconfdir=/etc (Debian's layout).
 source "$(dirname "$0")/lib.sh"
 : "${BUILD_DIR:?BUILD_DIR must name the meson build directory}"
 D=$T/destdir
@@ -106,6 +107,33 @@ if [ "$(id -u)" -eq 0 ] && command -v systemd-sysusers >/dev/null; then
         [ "$(stat -c '%u %a' "$D/var/lib/espfleet/fleet")" = "$uid 700" ] || fail "/var/lib/espfleet/fleet is not espfleet's, 0700"
 fi
 
+log "--prefix=/usr --sysconfdir=/etc (README \"Install as a service\"): the files where Debian expects them"
+meson setup "$T/usr-build" "$SOURCE_DIR" --prefix=/usr --sysconfdir=/etc -Dtests=disabled -Dbuildtype=release \
+        >"$T/usr-setup.log" 2>&1 || { tail -n 20 "$T/usr-setup.log" >&2; fail "meson setup --prefix=/usr"; }
+ninja -C "$T/usr-build" -j1 >"$T/usr-build.log" 2>&1 || { tail -n 20 "$T/usr-build.log" >&2; fail "building with --prefix=/usr"; }
+U=$T/usr-destdir
+meson install -C "$T/usr-build" --destdir "$U" --no-rebuild >"$T/usr-install.log" 2>&1 || fail "meson install --prefix=/usr"
+(cd "$U" && find . -type f | sed 's|^\.||' | sort) >"$T/usr-files"
+cat >"$T/usr-want" <<'LIST'
+/etc/espfleet/espfleet.conf
+/usr/bin/espfleet
+/usr/lib/systemd/system/espfleet.target
+/usr/lib/systemd/system/espfleetd.service
+/usr/lib/systemd/system/espfleetd@.service
+/usr/lib/sysusers.d/espfleet.conf
+/usr/lib/tmpfiles.d/espfleet.conf
+/usr/sbin/espfleetd
+/usr/share/doc/espfleet/README.md
+LIST
+diff "$T/usr-want" "$T/usr-files" >&2 || fail "--prefix=/usr installs other files than these"
+grep -qx 'ExecStart=/usr/sbin/espfleetd -c /etc/espfleet/espfleet.conf' "$U/usr/lib/systemd/system/espfleetd.service" \
+        || fail "--prefix=/usr: ExecStart is not /usr/sbin/espfleetd -c /etc/espfleet/espfleet.conf"
+grep -qx 'Documentation=man:espfleetd(8) file:///usr/share/doc/espfleet/README.md' "$U/usr/lib/systemd/system/espfleetd.service" \
+        || fail "--prefix=/usr: Documentation="
+"$U/usr/sbin/espfleetd" -c "$U/etc/espfleet/espfleet.conf" --check-config >"$T/usr-check.out" 2>&1 \
+        || { cat "$T/usr-check.out" >&2; fail "--prefix=/usr: the installed daemon refuses the installed config"; }
+"$U/usr/sbin/espfleetd" --help | grep -qF "default /etc/espfleet/espfleet.conf)" || fail "--prefix=/usr: default config"
+
 log "the installed binaries run a fleet"
 pki_init "$T/pki"
 "$D$bindir/espfleet" provision "$T/fleet" --pki "$T/pki" --count 2 --key-pool 1 --jobs 1 >>"$T/provision.log" 2>&1 \
@@ -116,4 +144,4 @@ write_conf "$T/espfleetd.conf" "$T/fleet" 'ramp = { rate = 50.0; };' 'device = {
 ESPFLEETD=$D$sbindir/espfleetd start_daemon "$T/espfleetd.conf"
 wait_count 30 "$T/espfleetd.log" "Fleet: online 2/2" 1 || fail "the installed espfleetd did not bring 2 devices online"
 stop_daemon
-echo "ok: meson install --destdir: files under $prefix, units name $sbindir and $sysconfdir, the installed daemon runs"
+echo "ok: meson install --destdir: files under $prefix and with --prefix=/usr, units name the configured paths, the installed daemon runs"
