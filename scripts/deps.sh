@@ -14,7 +14,9 @@ ESPFLEET_DEB_PACKAGES=(
         nginx
         prometheus chromium fonts-dejavu-core
         scdoc groff-base
+        systemd buildah mmdebstrap
         python3 procps ca-certificates
+        nodejs
 )
 
 ensure_deps() {
@@ -22,6 +24,9 @@ ensure_deps() {
         for p in "${ESPFLEET_DEB_PACKAGES[@]}"; do
                 dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
         done
+        # Debian's nodejs comes without npm (the npm package); NodeSource's
+        # has it built in and conflicts with Debian's npm.
+        command -v npm >/dev/null || missing+=(npm)
         [ ${#missing[@]} -eq 0 ] && return 0
         echo "espfleet: installing missing Debian packages: ${missing[*]}" >&2
         local sudo=()

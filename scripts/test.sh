@@ -17,6 +17,7 @@ ensure_deps || exit 1
 
 passed=0
 failed=0
+skipped=()
 tally() { # tally BUILDDIR
         local f=$1/meson-logs/testlog.json
         [ -f "$f" ] || return 0
@@ -25,6 +26,13 @@ tally() { # tally BUILDDIR
         q=$(grep -cE '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$f" || true)
         passed=$((passed + p))
         failed=$((failed + q))
+        # a skipped test is named and counted, never silent
+        mapfile -t -O "${#skipped[@]}" skipped < <(python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    if t.get("result") == "SKIP":
+        print(t["name"])' "$f")
 }
 
 rc=0
@@ -56,5 +64,6 @@ if [ $# -eq 0 ]; then
         fi
 fi
 
+[ ${#skipped[@]} -eq 0 ] || echo "tests skipped: ${#skipped[@]} (${skipped[*]})"
 echo "tests: $passed passed, $failed failed"
 exit $rc

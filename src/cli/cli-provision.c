@@ -24,6 +24,10 @@ static void provision_help(void) {
                "  --pki DIR                  PKI made by 'espfleet pki init' (required)\n"
                "  --count N                  number of devices (required)\n"
                "  --first-index K            index of the first device (default 0)\n"
+               "  --shard I/N                make only the I-th of N equal slices of a fleet of --count\n"
+               "                             devices (indexes COUNT*I/N .. COUNT*(I+1)/N-1); needs --seed\n"
+               "  --seed S                   derive MACs and ids from S and the index: the same arguments\n"
+               "                             give the same devices on any host (keys stay random)\n"
                "  --chip esp32c3|esp32s3     chip of a new fleet (default esp32c3)\n"
                "  --key-block 0..5           eFuse BLOCK_KEY for the DS HMAC key (default 1)\n"
                "  --development              leave the HMAC key readable (configure_ds development mode)\n"
@@ -59,6 +63,8 @@ int verb_provision(int argc, char **argv) {
                 ARG_PKI = 0x100,
                 ARG_COUNT,
                 ARG_FIRST,
+                ARG_SHARD,
+                ARG_SEED,
                 ARG_CHIP,
                 ARG_KEY_BLOCK,
                 ARG_DEVELOPMENT,
@@ -78,6 +84,8 @@ int verb_provision(int argc, char **argv) {
                 { "pki", required_argument, NULL, ARG_PKI },
                 { "count", required_argument, NULL, ARG_COUNT },
                 { "first-index", required_argument, NULL, ARG_FIRST },
+                { "shard", required_argument, NULL, ARG_SHARD },
+                { "seed", required_argument, NULL, ARG_SEED },
                 { "chip", required_argument, NULL, ARG_CHIP },
                 { "key-block", required_argument, NULL, ARG_KEY_BLOCK },
                 { "development", no_argument, NULL, ARG_DEVELOPMENT },
@@ -117,6 +125,15 @@ int verb_provision(int argc, char **argv) {
                 case ARG_FIRST:
                         if (parse_uint("--first-index", optarg, 0x7fffffff, &o.first_index) < 0)
                                 return 2;
+                        break;
+                case ARG_SHARD:
+                        if (shard_from_string(optarg, &o.shard) < 0) {
+                                log_error("--shard '%s' is not I/N with 0 <= I < N <= %u.", optarg, SHARD_COUNT_MAX);
+                                return 2;
+                        }
+                        break;
+                case ARG_SEED:
+                        o.seed = optarg;
                         break;
                 case ARG_CHIP:
                         if (!streq(optarg, "esp32c3") && !streq(optarg, "esp32s3")) {
@@ -209,10 +226,12 @@ int verb_provision(int argc, char **argv) {
                 log_error("provision %s: %s", o.fleet_dir, *err ? err : strerror(-r));
                 return 1;
         }
+        unsigned first = o.first_index, n = o.count;
+        if (shard_is_set(&o.shard))
+                shard_range(&o.shard, o.count, &first, &n);
         if (!o.quiet)
                 printf("%s: %d new device%s (indexes %u..%u requested, %u already present) in %.1f s\n",
-                       o.fleet_dir, r, r == 1 ? "" : "s", o.first_index, o.first_index + o.count - 1,
-                       o.count - (unsigned) r,
+                       o.fleet_dir, r, r == 1 ? "" : "s", first, first + n - 1, n - (unsigned) r,
                        (double) (t1.tv_sec - t0.tv_sec) + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9);
         return 0;
 }

@@ -70,6 +70,7 @@ static const ConfKey conf_keys[] = {
         { "rsa_bits", CONF_UINT, offsetof(FleetConfig, rsa_bits), 0, 1024, 4096 },
         { "firmware_version", CONF_STRING, offsetof(FleetConfig, firmware_version),
           sizeof(((FleetConfig *) 0)->firmware_version), 0, 0 },
+        { "fleet_size", CONF_UINT, offsetof(FleetConfig, fleet_size), 0, 0, INT_MAX },
 };
 
 static const ConfKey *conf_key_find(const char *name) {
@@ -210,8 +211,13 @@ out:
 }
 
 int fleet_config_save(const char *path, const FleetConfig *c) {
-        _cleanup_free_ char *text = NULL;
+        _cleanup_free_ char *text = NULL, *size = NULL;
         int n;
+
+        /* Only a sharded fleet records its size: other fleets' files stay as
+         * they were. */
+        if (c->fleet_size > 0 ? asprintf(&size, "fleet_size = %u;\n", c->fleet_size) < 0 : !(size = strdup("")))
+                return -ENOMEM;
 
         n = asprintf(&text,
                      "# espfleet fleet directory settings, written by 'espfleet provision'.\n"
@@ -224,10 +230,11 @@ int fleet_config_save(const char *path, const FleetConfig *c) {
                      "nvs_key_block = %d;\n"
                      "signed_apps_no_secure_boot = %s;\n"
                      "rsa_bits = %u;\n"
-                     "firmware_version = \"%s\";\n",
+                     "firmware_version = \"%s\";\n"
+                     "%s",
                      c->format, c->chip, c->ds_key_block, c->development ? "true" : "false",
                      c->nvs_encryption ? "true" : "false", c->nvs_key_block,
-                     c->signed_apps_no_secure_boot ? "true" : "false", c->rsa_bits, c->firmware_version);
+                     c->signed_apps_no_secure_boot ? "true" : "false", c->rsa_bits, c->firmware_version, size);
         if (n < 0)
                 return -ENOMEM;
         return write_file_atomic(path, text, (size_t) n, 0644);

@@ -64,6 +64,8 @@ typedef struct FleetConfig {
         bool signed_apps_no_secure_boot; /* §6.2 mode instead of SBv2 eFuse digests */
         unsigned rsa_bits;               /* device key size, default 2048 */
         char firmware_version[32];       /* initial firmware written into ota_0, default "1.0.0" */
+        unsigned fleet_size;             /* devices of the whole fleet when provisioned by shards
+                                          * (provision --shard, shard.h); 0 = not recorded */
 } FleetConfig;
 
 void fleet_config_init(FleetConfig *c);

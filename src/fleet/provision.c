@@ -31,6 +31,7 @@
 #include "flash/otadata.h"
 #include "flash/partition-table.h"
 #include "fleet/fleet-dir.h"
+#include "fleet/fleet-identity.h"
 #include "fleet/pki.h"
 #include "fleet/provision.h"
 #include "image/app-image.h"
@@ -622,6 +623,13 @@ static int settle_config(const ProvisionOptions *o, const FleetConfig *have, Fle
                 CONFLICT(o->rsa_bits != have->rsa_bits, "--rsa-bits");
                 c->rsa_bits = o->rsa_bits;
         }
+        if (shard_is_set(&o->shard)) {
+                if (have && have->fleet_size > 0 && have->fleet_size != o->count)
+                        return errf(err, errlen, -EXDEV, "the fleet's shards were provisioned from a fleet of %u "
+                                    "devices, not %u (--count is the whole fleet's size with --shard)",
+                                    have->fleet_size, o->count);
+                c->fleet_size = o->count;
+        }
 #undef CONFLICT
         if (c->nvs_encryption && c->nvs_key_block < 0) {
                 /* HMAC_UP key: the first block after the DS one. */
@@ -684,6 +692,39 @@ static int new_mac(uint8_t *taken, uint8_t mac[FLEET_MAC_LEN]) {
 static void mark_taken(uint8_t *taken, const uint8_t mac[FLEET_MAC_LEN]) {
         uint32_t low = (uint32_t) mac[3] << 16 | (uint32_t) mac[4] << 8 | mac[5];
         taken[low >> 3] |= (uint8_t) (1u << (low & 7));
+}
+
+static bool id_taken(const uint8_t *taken, const uint8_t mac[FLEET_MAC_LEN]) {
+        uint32_t low = (uint32_t) mac[3] << 16 | (uint32_t) mac[4] << 8 | mac[5];
+        return taken[low >> 3] & (1u << (low & 7));
+}
+
+/* The derived MAC of device `index` (fleet-identity.h). A device the fleet
+ * already has at that index must carry it: another MAC means another seed
+ * (or none), and mixing the two would break "same arguments, same ids".
+ * A new one must not take the id of another device of the fleet. */
+static int derived_mac(Plan *p, const FleetIdentityKey *k, const FleetDeviceEntry *have, unsigned index,
+                       uint8_t *taken, uint8_t mac[FLEET_MAC_LEN], char *err, size_t errlen) {
+        char id[FLEET_ID_MAX];
+        int r;
+
+        r = fleet_identity_mac(k, index, mac);
+        if (r < 0)
+                return errf(err, errlen, r, "cannot derive the MAC of device %u", index);
+        fleet_id_from_mac(mac, id);
+        if (have) {
+                if (memcmp(have->mac, mac, FLEET_MAC_LEN) != 0)
+                        return errf(err, errlen, -EXDEV, "%s: device %u is %s, while this --seed makes it %s: the "
+                                    "fleet was provisioned with another seed (or none); use a new fleet directory",
+                                    fleet_path(p->fleet), index, have->id, id);
+                return 0;
+        }
+        if (id_taken(taken, mac))
+                return errf(err, errlen, -EEXIST, "%s: device %u would be %s, an id another device of the fleet "
+                            "already has (provisioned without this --seed); use a new fleet directory",
+                            fleet_path(p->fleet), index, id);
+        mark_taken(taken, mac);
+        return 0;
 }
 
 static void mark_existing_dirs(Fleet *f, uint8_t *taken) {
@@ -1149,11 +1190,6 @@ static int lock_devices_dir(Plan *p, char *err, size_t errlen) {
         return 0;
 }
 
-static bool id_taken(const uint8_t *taken, const uint8_t mac[FLEET_MAC_LEN]) {
-        uint32_t low = (uint32_t) mac[3] << 16 | (uint32_t) mac[4] << 8 | mac[5];
-        return taken[low >> 3] & (1u << (low & 7));
-}
-
 static bool device_dir_complete(Fleet *f, const char *id) {
         static const char *const files[] = { FLEET_DEVICE_EFUSE_FILE, FLEET_DEVICE_FLASH_FILE, FLEET_DEVICE_CERT_FILE };
         for (size_t i = 0; i < ELEMENTSOF(files); i++) {
@@ -1210,7 +1246,8 @@ static int provision_fleet_blocked(const ProvisionOptions *o, const sigset_t *sa
         size_t n = 0, n_done = 0;
         sigset_t mask;
         int sigfd = -EBADF;
-        unsigned jobs;
+        unsigned jobs, first = o->first_index, n_want = o->count;
+        FleetIdentityKey idkey = {};
         int r;
 
         if (!o->fleet_dir || !o->pki_dir)
@@ -1220,6 +1257,27 @@ static int provision_fleet_blocked(const ProvisionOptions *o, const sigset_t *sa
         if (o->first_index > FLEET_INDEX_MAX || o->count - 1 > FLEET_INDEX_MAX - o->first_index)
                 return errf(err, errlen, -ERANGE, "--first-index %u + --count %u is beyond the largest index %u",
                             o->first_index, o->count, FLEET_INDEX_MAX);
+        if (shard_is_set(&o->shard)) {
+                if (!o->seed)
+                        return errf(err, errlen, -EINVAL, "--shard needs --seed: the shards of one fleet derive "
+                                    "their device ids from the same seed");
+                if (o->first_index != 0)
+                        return errf(err, errlen, -EINVAL, "--shard and --first-index exclude each other");
+                shard_range(&o->shard, o->count, &first, &n_want);
+                if (n_want == 0)
+                        return errf(err, errlen, -EINVAL, "shard %u/%u of a fleet of %u devices holds no device",
+                                    o->shard.index, o->shard.count, o->count);
+        }
+        if (o->seed) {
+                if (o->private_key || o->secure_cert)
+                        return errf(err, errlen, -EINVAL, "--seed derives new identities; a replay brings its own");
+                if (first + n_want - 1 > FLEET_IDENTITY_INDEX_MAX)
+                        return errf(err, errlen, -ERANGE, "with --seed, device indexes go up to %u",
+                                    FLEET_IDENTITY_INDEX_MAX);
+                r = fleet_identity_key_from_seed(o->seed, &idkey);
+                if (r < 0)
+                        return errf(err, errlen, r, "--seed: %s", r == -EINVAL ? "must not be empty" : "cannot derive a key");
+        }
         if ((o->private_key || o->secure_cert) && o->count != 1)
                 return errf(err, errlen, -EINVAL, "replaying a device (--private-key, --secure-cert) needs --count 1");
         if ((o->private_key || o->secure_cert) && o->key_pool > 0)
@@ -1291,15 +1349,23 @@ static int provision_fleet_blocked(const ProvisionOptions *o, const sigset_t *sa
         for (size_t i = 0; i < fleet_n_devices(f); i++)
                 mark_taken(taken, fleet_device_entry(f, i)->mac);
         mark_existing_dirs(f, taken);
-        for (unsigned k = 0; k < o->count; k++) {
-                unsigned index = o->first_index + k;
-                if (fleet_find_index(f, index))
+        for (unsigned k = 0; k < n_want; k++) {
+                unsigned index = first + k;
+                const FleetDeviceEntry *have = fleet_find_index(f, index);
+                if (o->seed) {
+                        r = derived_mac(&p, &idkey, have, index, taken, todo[n].mac, err, errlen);
+                        if (r < 0)
+                                goto out;
+                }
+                if (have)
                         continue;
                 todo[n].index = index;
-                r = new_mac(taken, todo[n].mac);
-                if (r < 0) {
-                        errf(err, errlen, r, "no free device id left");
-                        goto out;
+                if (!o->seed) {
+                        r = new_mac(taken, todo[n].mac);
+                        if (r < 0) {
+                                errf(err, errlen, r, "no free device id left");
+                                goto out;
+                        }
                 }
                 if (p.replay_id[0])
                         /* a replay: the id its certificate names */

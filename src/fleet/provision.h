@@ -15,12 +15,17 @@
 #include <stddef.h>
 
 #include "fleet/fleet-dir.h"
+#include "fleet/shard.h"
 
 typedef struct ProvisionOptions {
         const char *fleet_dir;
         const char *pki_dir;
-        unsigned count;               /* devices [first_index, first_index + count) must exist */
-        unsigned first_index;
+        unsigned count;               /* devices [first_index, first_index + count) must exist; with a
+                                       * shard, the whole fleet's size: the shard's slice must exist */
+        unsigned first_index;         /* 0 with a shard */
+        Shard shard;                  /* unset = no sharding; set: needs a seed, records fleet_size */
+        const char *seed;             /* NULL = random MACs; else MACs and ids derived from it and the
+                                       * index (fleet-identity.h); keys stay random */
         const char *chip;             /* NULL = keep/ default "esp32c3" */
         int key_block;                /* -1 = default 1 (or the fleet's) */
         bool development;

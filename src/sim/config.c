@@ -11,6 +11,7 @@
 #include "basic/fileio.h"
 #include "basic/log.h"
 #include "basic/string-table.h"
+#include "fleet/shard.h"
 #include "sim/config.h"
 #include "sim/fd-budget.h"
 #include "sim/ramp.h"
@@ -266,6 +267,16 @@ static int check_protocol(const char *v, char *reason, size_t n) {
         return 0;
 }
 
+static int check_shard(const char *v, char *reason, size_t n) {
+        Shard sh;
+
+        if (*v && shard_from_string(v, &sh) < 0) {
+                snprintf(reason, n, "'%s' is not a shard: I/N with 0 <= I < N <= %u, or \"\"", v, SHARD_COUNT_MAX);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 #define F(field) offsetof(DaemonConfig, field)
 
 /* The one place every key, its type, range and default live. */
@@ -276,6 +287,8 @@ static const ConfigItem config_items[] = {
           .comment = "manifest index of the first device this daemon runs" },
         { "device_count", CONFIG_UINT, F(device_count), "0", 0, 1000000,
           .comment = "number of devices to run; 0 = every device from first_device on" },
+        { "shard", CONFIG_STRING, F(shard), "", .check = check_shard,
+          .comment = "\"I/N\": run only the I-th of N equal slices of the fleet, by index (instead of first_device and device_count)" },
         { "workers", CONFIG_UINT, F(workers), "0", 0, 64,
           .comment = "worker processes, each with its own event loop; 0 = one per devices_per_worker devices" },
         { "devices_per_worker", CONFIG_UINT, F(devices_per_worker_max), "0", 0, 1000000,

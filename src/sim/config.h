@@ -25,6 +25,7 @@ typedef struct DaemonConfig {
         char *fleet_dir;                 /* fleet directory (HACKING.md) */
         unsigned first_device;           /* first manifest index this daemon runs */
         unsigned device_count;           /* 0 = every device from first_device on */
+        char *shard;                     /* "I/N" (fleet/shard.h) or "" = not sharded */
         unsigned workers;                /* worker processes; 0 = auto */
         unsigned devices_per_worker_max; /* used by workers = 0 */
         unsigned worker_watchdog_s;      /* a worker silent this long is killed and restarted */

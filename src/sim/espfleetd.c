@@ -21,6 +21,7 @@
 #include "basic/log.h"
 #include "basic/parse-util.h"
 #include "fleet/fleet-dir.h"
+#include "fleet/shard.h"
 #include "metrics/metrics-prometheus.h"
 #include "metrics/metrics.h"
 #include "basic/progress.h"
@@ -45,7 +46,26 @@ typedef struct Supervisor Supervisor;
 typedef struct ReportPaths {
         const char *json, *junit, *html;
         const char *scenario;           /* --scenario FILE: read over the config */
+        const char *shard;              /* --shard I/N: over the config's shard key */
 } ReportPaths;
+
+/* The config file, the scenario over it, then --shard over both: what the
+ * daemon starts with and what SIGHUP re-reads. */
+static int load_config(DaemonConfig *c, const char *path, const ReportPaths *cmdline, char *err, size_t errlen) {
+        int r;
+
+        r = daemon_config_load(c, path, err, errlen);
+        if (r >= 0 && cmdline->scenario)
+                r = daemon_config_load(c, cmdline->scenario, err, errlen);
+        if (r >= 0 && cmdline->shard) {
+                char *v = strdup(cmdline->shard);
+                if (!v)
+                        return -ENOMEM;
+                free(c->shard);
+                c->shard = v;
+        }
+        return r;
+}
 
 typedef struct WorkerSlot {
         Supervisor *sup;                /* not owned */
@@ -591,9 +611,7 @@ static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *u
                 (void) sd_notify(false, "RELOADING=1");
         r = daemon_config_init(&c);
         if (r >= 0)
-                r = daemon_config_load(&c, sup->config_path, err, sizeof err);
-        if (r >= 0 && sup->reports && sup->reports->scenario)
-                r = daemon_config_load(&c, sup->reports->scenario, err, sizeof err);
+                r = load_config(&c, sup->config_path, sup->reports, err, sizeof err);
         if (r < 0) {
                 log_error("Reload failed, keeping the running config: %s", r == -EINVAL ? err : strerror(-r));
                 daemon_config_done(&c);
@@ -717,32 +735,73 @@ static unsigned raise_nofile(void) {
         return rl.rlim_cur > UINT_MAX ? UINT_MAX : (unsigned) rl.rlim_cur;
 }
 
-/* The fleet, and how many of its devices this daemon runs: the manifest
- * from first_device on, device_count of them (0: all). A fleet that is not
- * there, or that holds fewer devices than asked for, is an error: a typo must
- * not run a smaller test than the one planned. */
+/* The manifest positions of shard `c->shard` (fleet/shard.h): the slice of
+ * indexes of a fleet of fleet.conf's fleet_size devices (recorded by
+ * `provision --shard`), or of (highest index + 1) for a fleet provisioned
+ * whole. Positions, since the manifest is sorted by index; a device
+ * missing from the slice leaves it smaller, never takes a neighbour's. */
+static int select_shard(const DaemonConfig *c, Fleet *fleet, size_t *ret_pos, size_t *ret_n, char *err,
+                        size_t errlen) {
+        size_t n_all = fleet_n_devices(fleet), pos = 0, end;
+        unsigned total, first, count;
+        Shard sh;
+
+        if (shard_from_string(c->shard, &sh) < 0)
+                return errf(err, errlen, -EINVAL, "shard '%s' is not I/N", c->shard);
+        if (c->first_device != 0 || c->device_count != 0)
+                return errf(err, errlen, -EINVAL, "shard = \"%s\" picks the devices; first_device and device_count "
+                            "must stay 0", c->shard);
+        total = fleet_config(fleet)->fleet_size;
+        if (total == 0 && n_all > 0)
+                total = fleet_device_entry(fleet, n_all - 1)->index + 1;
+        shard_range(&sh, total, &first, &count);
+        while (pos < n_all && fleet_device_entry(fleet, pos)->index < first)
+                pos++;
+        end = pos;
+        while (end < n_all && fleet_device_entry(fleet, end)->index - first < count)
+                end++;
+        if (end == pos)
+                return errf(err, errlen, -ENOENT, "shard %u/%u of a fleet of %u devices (indexes %u..%u) has no "
+                            "device in '%s'", sh.index, sh.count, total, first, first + count - 1, c->fleet_dir);
+        log_info("Shard %u/%u of a fleet of %u devices: indexes %u..%u, %zu of them in the fleet directory",
+                 sh.index, sh.count, total, first, first + count - 1, end - pos);
+        *ret_pos = pos;
+        *ret_n = end - pos;
+        return 0;
+}
+
+/* The fleet, and how many of its devices this daemon runs: the shard's
+ * slice, or the manifest from first_device on, device_count of them (0:
+ * all). A fleet that is not there, or that holds fewer devices than asked
+ * for, is an error: a typo must not run a smaller test than the one planned. */
 static int open_share(const DaemonConfig *c, Fleet **ret_fleet, size_t *ret_pos, size_t *ret_n, char *err,
                       size_t errlen) {
         _cleanup_(fleet_freep) Fleet *fleet = NULL;
-        size_t n_all, pos = 0, n;
+        size_t n_all, pos = 0, n = 0;
         int r;
 
         r = fleet_open(c->fleet_dir, &fleet, err, errlen);
         if (r < 0)
                 return r;
-        n_all = fleet_n_devices(fleet);
-        while (pos < n_all && fleet_device_entry(fleet, pos)->index < c->first_device)
-                pos++;
-        n = n_all - pos;
-        if (n == 0)
-                return errf(err, errlen, -ENOENT, "fleet '%s' has no device from index %u on (it holds %zu)",
-                            c->fleet_dir, c->first_device, n_all);
-        if (c->device_count > n)
-                return errf(err, errlen, -ERANGE,
-                            "device_count = %u, but fleet '%s' holds only %zu device%s from index %u on",
-                            c->device_count, c->fleet_dir, n, n == 1 ? "" : "s", c->first_device);
-        if (c->device_count > 0)
-                n = c->device_count;
+        if (c->shard && *c->shard) {
+                r = select_shard(c, fleet, &pos, &n, err, errlen);
+                if (r < 0)
+                        return r;
+        } else {
+                n_all = fleet_n_devices(fleet);
+                while (pos < n_all && fleet_device_entry(fleet, pos)->index < c->first_device)
+                        pos++;
+                n = n_all - pos;
+                if (n == 0)
+                        return errf(err, errlen, -ENOENT, "fleet '%s' has no device from index %u on (it holds %zu)",
+                                    c->fleet_dir, c->first_device, n_all);
+                if (c->device_count > n)
+                        return errf(err, errlen, -ERANGE,
+                                    "device_count = %u, but fleet '%s' holds only %zu device%s from index %u on",
+                                    c->device_count, c->fleet_dir, n, n == 1 ? "" : "s", c->first_device);
+                if (c->device_count > 0)
+                        n = c->device_count;
+        }
         *ret_pos = pos;
         *ret_n = n;
         if (ret_fleet)
@@ -759,9 +818,7 @@ static int run_supervisor(const char *config_path, const ReportPaths *reports) {
         r = daemon_config_init(&sup.config);
         if (r < 0)
                 return r;
-        r = daemon_config_load(&sup.config, config_path, err, sizeof err);
-        if (r >= 0 && reports->scenario)
-                r = daemon_config_load(&sup.config, reports->scenario, err, sizeof err);
+        r = load_config(&sup.config, config_path, reports, err, sizeof err);
         if (r < 0) {
                 log_error("Refusing to start: %s", r == -EINVAL ? err : strerror(-r));
                 goto out;
@@ -936,7 +993,7 @@ out:
 }
 
 static void help(void) {
-        printf("espfleetd -c FILE        run the fleet described by FILE (libconfig)\n"
+        printf("espfleetd [-c FILE]      run the fleet described by FILE (libconfig; default " ESPFLEET_CONFIG_FILE ")\n"
                "espfleetd -c FILE --check-config   parse FILE and exit\n"
                "espfleetd --dump-config  print every key at its default (etc/espfleet.conf)\n"
                "\nReports, written when the run stops and on SIGUSR1:\n"
@@ -945,6 +1002,7 @@ static void help(void) {
                "  --report-html FILE       one self-contained page with charts\n"
                "\n  --scenario FILE          a load test as a file: its keys (scenario = { … }, ramp, telemetry, …)\n"
                "                           are read over the config's\n"
+               "  --shard I/N              run only the I-th of N equal slices of the fleet (the shard key)\n"
                "\nExit status: 0; 1 on an error; 3 when scenario.pass_if thresholds failed.\n");
 }
 
@@ -958,10 +1016,11 @@ int main(int argc, char *argv[]) {
                 { "junit", required_argument, NULL, 'J' },
                 { "report-html", required_argument, NULL, 'H' },
                 { "scenario", required_argument, NULL, 'S' },
+                { "shard", required_argument, NULL, 'X' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        const char *config_path = "/etc/espfleet/espfleet.conf", *worker = NULL;
+        const char *config_path = ESPFLEET_CONFIG_FILE, *worker = NULL;
         ReportPaths reports = {};
         bool check = false;
         int c;
@@ -994,6 +1053,15 @@ int main(int argc, char *argv[]) {
                 case 'S':
                         reports.scenario = optarg;
                         break;
+                case 'X': {
+                        Shard sh;
+                        if (shard_from_string(optarg, &sh) < 0) {
+                                log_error("--shard '%s' is not I/N with 0 <= I < N <= %u", optarg, SHARD_COUNT_MAX);
+                                return 2;
+                        }
+                        reports.shard = optarg;
+                        break;
+                }
                 case 'h':
                         help();
                         return 0;
@@ -1010,9 +1078,7 @@ int main(int argc, char *argv[]) {
                 int r = daemon_config_init(&cfg);
                 size_t pos, n = 0;
                 if (r >= 0)
-                        r = daemon_config_load(&cfg, config_path, err, sizeof err);
-                if (r >= 0 && reports.scenario)
-                        r = daemon_config_load(&cfg, reports.scenario, err, sizeof err);
+                        r = load_config(&cfg, config_path, &reports, err, sizeof err);
                 if (r < 0)
                         log_error("%s", r == -EINVAL ? err : strerror(-r));
                 else {

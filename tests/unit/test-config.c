@@ -102,6 +102,12 @@ Test(config, out_of_range) {
         expect_error("broker = { port = 9999999999; };", 1, "broker.port", "out of range");
 }
 
+Test(config, shard) {
+        cr_assert_str_eq(c.shard, "");
+        cr_assert_eq(load("shard = \"1/4\";"), 0, "%s", err);
+        cr_assert_str_eq(c.shard, "1/4");
+}
+
 Test(config, bad_values) {
         expect_error("broker = { tls_version_min = \"tlsv1.1\"; };", 1, "broker.tls_version_min", "tlsv1.2");
         expect_error("broker = { bind_addresses = [\"127.0.0.1\", \"localhost\"]; };", 1, "broker.bind_addresses",
@@ -114,6 +120,8 @@ Test(config, bad_values) {
         expect_error("log = { level = \"loud\"; };", 1, "log.level", "loud");
         expect_error("log = { debug_topics = \"sim,bogus\"; };", 1, "log.debug_topics", "bogus");
         expect_error("fleet_dir = \"\";", 1, "fleet_dir", "empty");
+        expect_error("shard = \"2/2\";", 1, "shard", "I/N");
+        expect_error("shard = \"1\";", 1, "shard", "I/N");
         expect_error("reconnect = {\n backoff_min_ms = 5000;\n backoff_max_ms = 100;\n};", 3,
                      "reconnect.backoff_max_ms", "below");
 }
