@@ -102,7 +102,11 @@ static int flash_fd(Flash *f) {
         return f->fd;
 }
 
+static int flash_flush_to_store(Flash *f);
+
 void flash_release_fd(Flash *f) {
+        if (f && !f->power_lost)
+                (void) flash_flush_to_store(f);    /* what fails stays in the file, as correct */
         if (f && f->fd >= 0) {
                 close(f->fd);
                 f->fd = -EBADF;
@@ -368,6 +372,8 @@ bool flash_has_store(const Flash *f) {
 Flash *flash_close(Flash *f) {
         if (!f)
                 return NULL;
+        if (!f->power_lost)
+                (void) flash_flush_to_store(f);
         if (f->fd >= 0)
                 close(f->fd);
         if (f->map_fd >= 0)
@@ -661,6 +667,35 @@ static int sector_store_write(Flash *f, uint32_t s, uint32_t in_sector, const ui
         return 0;
 }
 
+/* Sectors of store ranges still in the file (a write that ended inside
+ * them, such as an image's last one) move into the store. Their content
+ * does not change, so this may run at any time; it runs when the flash
+ * goes idle, syncs or closes. */
+static int flash_flush_to_store(Flash *f) {
+        int r;
+
+        if (!f->store || f->read_only)
+                return 0;
+        for (size_t i = 0; i < f->n_ranges; i++)
+                for (uint32_t s = f->ranges[i].addr / FLASH_SECTOR_SIZE;
+                     s < (f->ranges[i].addr + f->ranges[i].len) / FLASH_SECTOR_SIZE; s++) {
+                        uint8_t sector[FLASH_SECTOR_SIZE];
+
+                        if (!sector_allocated(f, s) || map_id(f, s) > 0)
+                                continue;
+                        r = flash_read_raw(f, s * FLASH_SECTOR_SIZE, sector, sizeof sector);
+                        if (r < 0)
+                                return r;
+                        if (sector_is_erased(sector))
+                                r = f->can_punch ? flash_punch(f, s, 1) : 0;
+                        else
+                                r = sector_store_write(f, s, 0, sector, sizeof sector);
+                        if (r < 0)
+                                return r;
+                }
+        return 0;
+}
+
 /* Stores bytes without NOR checks: the caller made sure they only clear bits. */
 static int flash_store(Flash *f, uint32_t addr, const uint8_t *data, size_t len) {
         int fd = flash_fd(f);
@@ -880,10 +915,15 @@ int flash_export(Flash *f, const char *path) {
 }
 
 int flash_sync(Flash *f) {
+        int r;
+
         if (!f)
                 return -EINVAL;
         if (f->read_only)
                 return 0;
+        r = flash_flush_to_store(f);
+        if (r < 0)
+                return r;
         /* released: nothing written since the last close */
         if (f->fd >= 0 && fdatasync(f->fd) < 0)
                 return -errno;

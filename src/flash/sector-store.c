@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "basic/fileio.h"
@@ -259,6 +260,11 @@ int sector_store_open(const char *dir, SectorStoreFlags flags, SectorStore **ret
         s->ino = st.st_ino;
         s->read_only = ro;
         s->fail_after = -1;
+        /* tmp names: pid and this counter; a clock start keeps them apart
+         * from those of an earlier process that had our pid */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s->tmp_counter = (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
         s->path = strdup(dir);
         if (!s->path)
                 return -ENOMEM;
@@ -343,6 +349,11 @@ static int store_write_sector(SectorStore *s, const char *hex, const uint8_t *da
 
         snprintf(tmp, sizeof tmp, "%.16s.%ld.%" PRIu64, hex, (long) getpid(), s->tmp_counter++);
         fd = openat(s->tmp_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+        if (fd < 0 && errno == EEXIST) {
+                /* left by an earlier process with our pid that died there */
+                (void) unlinkat(s->tmp_fd, tmp, 0);
+                fd = openat(s->tmp_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+        }
         if (fd < 0)
                 return -errno;
         r = pwrite_full(fd, data, SECTOR_STORE_SECTOR_SIZE, 0);
