@@ -761,8 +761,17 @@ int flash_write(Flash *f, uint32_t addr, const void *buf, size_t len) {
         if (r < 0)
                 return r;
 
-        /* NOR: programming only clears bits. */
-        for (size_t i = 0; i < len; i++)
+        /* NOR: programming only clears bits. A word at a time; the byte
+         * loop below finds the first offending byte for the log. */
+        size_t i = 0;
+        for (; i + 8 <= len; i += 8) {
+                uint64_t a, b;
+                memcpy(&a, p + i, sizeof a);
+                memcpy(&b, old + i, sizeof b);
+                if (a & ~b)
+                        break;
+        }
+        for (; i < len; i++)
                 if (p[i] & ~old[i]) {
                         log_debug("Flash write at 0x%" PRIx32 " would set bits at 0x%zx (0x%02x over 0x%02x)",
                                   addr, addr + i, p[i], old[i]);
