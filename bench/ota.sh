@@ -113,6 +113,8 @@ disk_kb=$(for id in "${ids[@]}"; do du -sk "$FLEET/devices/$id" | cut -f1; done 
 flash_kb=$(for id in "${ids[@]}"; do du -k "$FLEET/devices/$id/flash.bin" | cut -f1; done | awk '{s += $1} END {printf "%.0f", s / NR}')
 map_kb=$(for id in "${ids[@]}"; do du -k "$FLEET/devices/$id/flash.bin.map" 2>/dev/null | cut -f1 || echo 0; done |
         awk '{s += $1} END {printf "%.0f", s / NR}')
+# the images of earlier runs that no slot holds any more go first
+"$ESPFLEET" store gc "$FLEET" >"$T/store-gc.txt" 2>&1 || { cat "$T/store-gc.txt" >&2; fail "store gc"; }
 store_kb=$(du -sk "$FLEET/store" 2>/dev/null | cut -f1 || echo 0)
 "$ESPFLEET" store stat "$FLEET" >"$T/store.txt" 2>&1 || { cat "$T/store.txt" >&2; fail "store stat"; }
 
