@@ -20,6 +20,7 @@
 #   bench/ota.sh                        # N=100, 1 MiB image
 #   N=1000 bench/ota.sh                 # the 1,000-device run
 #   SIZE=4M BUILD=build-x bench/ota.sh  # another image size or build dir
+#   WORKERS=2 N=1000 bench/ota.sh       # worker processes (default 0: sized by the fd limit)
 # The fleet is provisioned once in $BENCH_DIR/fleet-N and reused: every run
 # offers a newer version (2.<epoch seconds>), so it updates again.
 set -euo pipefail
@@ -67,7 +68,8 @@ write_conf "$T/bench.conf" "$FLEET" \
         "reconnect = { connect_rate_max = 100000.0; };" \
         "device = { boot_time_ms = 0; };" \
         "ota = { default_url = \"$url\"; confirm_timeout = 60; start_jitter_ms = 0; };" \
-        "log = { summary_interval = 0; };"
+        "log = { summary_interval = 0; };" \
+        "workers = ${WORKERS:-0};"
 start_daemon "$T/bench.conf"
 wait_count "$TIMEOUT" "$T/log.out" 'MQTT_EVENT_CONNECTED' "$N" || fail "only $(count_lines "$T/log.out" MQTT_EVENT_CONNECTED)/$N devices online"
 
