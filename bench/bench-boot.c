@@ -4,7 +4,9 @@
  * cache (every device hashes the image and checks its RSA-3072 signature),
  * then with one BootCache for all of them, as a worker process would keep.
  *
- *   bench-boot [M] [IMAGE_SIZE] [DIR]     defaults: 2000 devices, the provisioned
+ *   [BENCH_BOOT_STORE=1] bench-boot [M] [IMAGE_SIZE] [DIR]
+ *                                         with BENCH_BOOT_STORE the app slots live in a sector store
+ *                                         (flash.h), so a cache hit matches on the slot's fingerprint     defaults: 2000 devices, the provisioned
  *                                         firmware (smallest image), $TMPDIR or /tmp
  *
  * Each device is what `espfleet provision` writes: a 4 MiB sparse flash with
@@ -64,6 +66,20 @@ static int write_device(const char *path, const PartitionTable *t, const uint8_t
         k = flash_open(path, FLASH_OPEN_CREATE, FLASH_DEFAULT_SIZE, &f);
         if (k < 0)
                 return k;
+        if (getenv("BENCH_BOOT_STORE")) {
+                /* the app slots in one sector store next to the images, as
+                 * provisioning does for a fleet (issue #10) */
+                FlashRange ranges[FLASH_MAX_STORE_RANGES];
+                size_t n = 0;
+                for (size_t i = 0; i < partition_table_count(t) && n < ELEMENTSOF(ranges); i++) {
+                        const Partition *p = partition_table_get(t, i);
+                        if (p->type == PARTITION_TYPE_APP)
+                                ranges[n++] = (FlashRange) { p->offset, p->size };
+                }
+                k = flash_enable_store(f, "store", ranges, n);
+                if (k < 0)
+                        return k;
+        }
         r = partition_region(f, ota0);
         k = flash_region_erase(&r, 0, ALIGN_TO(len, FLASH_SECTOR_SIZE));
         if (k < 0)
@@ -213,6 +229,13 @@ out:
                 efuse_free(efuses[i]);
                 snprintf(path, sizeof path, "%s/dev%05u.bin", dir, i);
                 (void) unlink(path);
+                snprintf(path, sizeof path, "%s/dev%05u.bin.map", dir, i);
+                (void) unlink(path);
+        }
+        if (getenv("BENCH_BOOT_STORE")) {
+                char cmd[600];
+                snprintf(cmd, sizeof cmd, "rm -rf '%s/store'", dir);
+                (void) system(cmd);
         }
         (void) rmdir(dir);
         EVP_PKEY_free(key);

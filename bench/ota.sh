@@ -14,11 +14,13 @@
 #      and the flash writes (erase + write into a sparse file), so the
 #      fleet/curl ratio is a lower bound;
 #   3. disk per device after the update: `du` of the device directory (the
-#      flash is a sparse file: erased sectors cost nothing).
+#      flash is a sparse file: erased sectors cost nothing; its app slots
+#      live in the fleet's sector store, FLEET/store, reported apart).
 #
 #   bench/ota.sh                        # N=100, 1 MiB image
 #   N=1000 bench/ota.sh                 # the 1,000-device run
 #   SIZE=4M BUILD=build-x bench/ota.sh  # another image size or build dir
+#   WORKERS=2 N=1000 bench/ota.sh       # worker processes (default 0: sized by the fd limit)
 # The fleet is provisioned once in $BENCH_DIR/fleet-N and reused: every run
 # offers a newer version (2.<epoch seconds>), so it updates again.
 set -euo pipefail
@@ -46,6 +48,8 @@ if [ "$have" -lt "$N" ]; then
         "$ESPFLEET" provision "$FLEET" --pki "$PKI" --count "$N" --quiet
 fi
 mapfile -t ids < <(tail -n +2 "$FLEET/manifest.csv" | cut -d, -f2 | head -n "$N")
+# a fleet provisioned before the sector store joins it at the next daemon start
+mkdir -p "$FLEET/store"
 
 version=2.$(date +%s)
 "$ESPFLEET" image build --version "$version" --size "$SIZE" -o "$OTA_WWW/fw.bin" >/dev/null
@@ -64,7 +68,8 @@ write_conf "$T/bench.conf" "$FLEET" \
         "reconnect = { connect_rate_max = 100000.0; };" \
         "device = { boot_time_ms = 0; };" \
         "ota = { default_url = \"$url\"; confirm_timeout = 60; start_jitter_ms = 0; };" \
-        "log = { summary_interval = 0; };"
+        "log = { summary_interval = 0; };" \
+        "workers = ${WORKERS:-0};"
 start_daemon "$T/bench.conf"
 wait_count "$TIMEOUT" "$T/log.out" 'MQTT_EVENT_CONNECTED' "$N" || fail "only $(count_lines "$T/log.out" MQTT_EVENT_CONNECTED)/$N devices online"
 
@@ -108,6 +113,12 @@ wait_count "$TIMEOUT" "$T/log.out" "esp_ota_ops: App $version marked valid" "$N"
 stop_daemon
 disk_kb=$(for id in "${ids[@]}"; do du -sk "$FLEET/devices/$id" | cut -f1; done | awk '{s += $1} END {printf "%.0f", s / NR}')
 flash_kb=$(for id in "${ids[@]}"; do du -k "$FLEET/devices/$id/flash.bin" | cut -f1; done | awk '{s += $1} END {printf "%.0f", s / NR}')
+map_kb=$(for id in "${ids[@]}"; do du -k "$FLEET/devices/$id/flash.bin.map" 2>/dev/null | cut -f1 || echo 0; done |
+        awk '{s += $1} END {printf "%.0f", s / NR}')
+# the images of earlier runs that no slot holds any more go first
+"$ESPFLEET" store gc "$FLEET" >"$T/store-gc.txt" 2>&1 || { cat "$T/store-gc.txt" >&2; fail "store gc"; }
+store_kb=$(du -sk "$FLEET/store" 2>/dev/null | cut -f1 || echo 0)
+"$ESPFLEET" store stat "$FLEET" >"$T/store.txt" 2>&1 || { cat "$T/store.txt" >&2; fail "store stat"; }
 
 # Baseline: curl fetches the same file N times in parallel from the same nginx.
 log "baseline: curl --parallel --parallel-max $N, $N x $url"
@@ -137,5 +148,7 @@ printf '| baseline: curl --parallel --parallel-max %s, same file x %s | %s s, %s
 printf '| fleet / curl throughput | %s |\n' "$(awk -v f="$fleet_bps" -v c="$curl_bps" 'BEGIN {printf "%.2f", f / c}')"
 printf '| espfleetd RSS idle (fleet online) -> peak | %s MiB -> %s MiB |\n' "$((idle / 1024))" "$((peak / 1024))"
 printf '| RSS per active download (%s active at the peak) | %s KiB |\n' "$active" "$per_dl"
-printf '| disk per device after the update (du of the device dir) | %s KiB (flash.bin %s KiB of 4096 KiB) |\n' \
-        "$disk_kb" "$flash_kb"
+printf '| disk per device after the update (du of the device dir) | %s KiB (flash.bin %s KiB of 4096 KiB, flash.bin.map %s KiB) |\n' \
+        "$disk_kb" "$flash_kb" "$map_kb"
+printf '| the fleet'"'"'s sector store, shared by all %s devices (du) | %s KiB (%s distinct sectors) |\n' \
+        "$N" "$store_kb" "$(awk '/^sectors stored:/ {print $3}' "$T/store.txt")"

@@ -159,6 +159,14 @@ static int info_main(int argc, char **argv) {
                        (p->flags & PARTITION_FLAG_ENCRYPTED) && (p->flags & PARTITION_FLAG_READONLY) ? "," : "",
                        p->flags & PARTITION_FLAG_READONLY ? "readonly" : "");
         }
+        if (flash_has_store(f)) {
+                printf("\nIn the fleet's sector store (flash.bin.map, not on disk above):\n");
+                for (size_t i = 0; i < partition_table_count(t); i++) {
+                        const Partition *p = partition_table_get(t, i);
+                        if (flash_mapped_bytes(f, p->offset, p->size, &used) >= 0 && used > 0)
+                                printf("  %-16s %" PRIu64 " bytes\n", p->name, used);
+                }
+        }
         if (partition_table_end(t) > flash_size(f))
                 printf("Warning: the partitions end at 0x%" PRIx32 ", beyond the end of the flash.\n",
                        partition_table_end(t));

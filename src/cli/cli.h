@@ -11,6 +11,7 @@ int verb_nvs(int argc, char **argv);
 int verb_partition_table(int argc, char **argv);
 int verb_image(int argc, char **argv);
 int verb_flash(int argc, char **argv);
+int verb_store(int argc, char **argv);
 int verb_device(int argc, char **argv);
 int verb_report(int argc, char **argv);
 /* cli-status.c: clients of a running espfleetd's control socket */

@@ -19,6 +19,7 @@ static const struct {
         { "partition-table", verb_partition_table, "partition-table gen|show …: ESP-IDF partition tables" },
         { "image", verb_image, "image build|sign|info|verify …: ESP app images and Secure Boot V2" },
         { "flash", verb_flash, "flash info|export DEVICE …: the emulated flash image" },
+        { "store", verb_store, "store stat|gc FLEETDIR: the fleet's content-addressed sector store" },
         { "report", verb_report, "report html REPORT.json [-o OUT.html]: a run report as one HTML page" },
         { "status", verb_status, "status [DEVICE]: a running espfleetd's fleet, or one of its devices" },
         { "top", verb_top, "top: a live view of a running espfleetd" },

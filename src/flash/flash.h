@@ -14,7 +14,24 @@
  * Sparse storage: a sector that was never written or erased is a hole in the
  * file and costs no disk. A hole reads as erased flash (0xFF). Writing into a
  * hole first materialises the sector as 0xFF, so the file never contains
- * zeros that the emulated chip did not program. */
+ * zeros that the emulated chip did not program.
+ *
+ * Store-backed ranges (issue #10): flash_enable_store() names ranges (the
+ * OTA slots) whose sectors live in a fleet-wide content-addressed store
+ * (sector-store.h) instead of the file. The file `<path>.map` then maps each
+ * such sector to the SHA-256 of its content; a mapped sector is a hole in
+ * the image file. None of this shows through the API: reads, writes,
+ * erases, power cuts and flash_export() behave byte for byte as without a
+ * store.
+ *  - A write that reaches the end of a sector in such a range stores the
+ *    sector's new content (once per fleet) and switches the map entry to
+ *    it in one 32-byte write; the data that sat in the file is punched out.
+ *  - A write that ends inside a mapped sector first copies that one sector
+ *    into the file (copy on write), then writes there as usual.
+ *  - Erase punches the file, then clears the map entry.
+ * At each step a process killed there leaves every sector reading either as
+ * before or as after the operation; flash_sync() is the durability barrier
+ * against a real power loss, as for the file alone. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -69,6 +86,38 @@ int flash_export(Flash *f, const char *path);
 
 /* fdatasync() of the image file. */
 int flash_sync(Flash *f);
+
+typedef struct FlashRange {
+        uint32_t addr;   /* 4 KiB aligned */
+        uint32_t len;    /* multiple of 4 KiB */
+} FlashRange;
+
+#define FLASH_MAX_STORE_RANGES 16u
+
+/* Puts `ranges` (at most FLASH_MAX_STORE_RANGES) of a writable flash into
+ * the store at `store_dir` (relative to the image's directory unless
+ * absolute; created if missing): writes `<path>.map` atomically, then moves
+ * the sectors those ranges already hold into the store. -EEXIST when the
+ * flash already has a map. */
+int flash_enable_store(Flash *f, const char *store_dir, const FlashRange *ranges, size_t n_ranges);
+bool flash_has_store(const Flash *f);
+
+/* Bytes of [addr, addr+len) held in the store (mapped sectors × 4 KiB). */
+int flash_mapped_bytes(const Flash *f, uint32_t addr, size_t len, uint64_t *ret);
+
+/* A digest of the content of the whole sectors covering [addr, addr+len)
+ * computed from their map entries, without reading them: equal
+ * fingerprints mean equal bytes. -ENODATA unless every one of those
+ * sectors is mapped. */
+int flash_range_fingerprint(Flash *f, uint32_t addr, size_t len, uint8_t ret[static 32]);
+
+/* `<flash_path>.map`, malloc'ed. */
+char *flash_map_path(const char *flash_path);
+
+/* Calls `cb` for every map entry of the map file at `map_path` (for the
+ * store's garbage collector). 0 with no call when the file does not exist. */
+int flash_map_for_each_digest(const char *map_path, int (*cb)(const uint8_t digest[32], void *userdata),
+                              void *userdata);
 
 /* A window onto part of a flash (a partition). Plain value type; `flash` is
  * borrowed. All offsets are relative to `offset`, and accesses outside

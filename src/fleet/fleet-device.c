@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdarg.h>
+#include <unistd.h>
 
 #include "basic/errmsg.h"
 #include "basic/macro.h"
@@ -80,6 +81,19 @@ int fleet_device_load(Fleet *f, unsigned index, FleetDevice **ret, char *err, si
         r = partition_table_load(d->flash, &d->partitions, perr, sizeof perr);
         if (r < 0)
                 return errf(err, errlen, r, "%s: partition table: %s", flash_path, *perr ? perr : esp_err_to_name(r));
+        if (!flash_has_store(d->flash)) {
+                /* A device provisioned before the fleet had a store joins
+                 * it once the store exists (issue #10). */
+                _cleanup_free_ char *store = fleet_file(f, FLEET_STORE_DIR);
+                if (!store)
+                        return -ENOMEM;
+                if (access(store, F_OK) >= 0) {
+                        r = fleet_device_enable_store(d->flash, d->partitions);
+                        if (r < 0)
+                                return errf(err, errlen, r, "%s: moving the app slots into %s: %s", flash_path, store,
+                                            esp_err_to_name(r));
+                }
+        }
         p = partition_table_find_by_name(d->partitions, "esp_secure_cert")
                 ?: partition_table_find(d->partitions, PARTITION_TYPE_ESP_SECURE_CERT, PARTITION_SUBTYPE_ANY);
         if (!p)

@@ -857,3 +857,68 @@ int fleet_device_check_not_running(const char *device_dir, char *err, size_t err
         }
         return 0;
 }
+
+int fleet_device_enable_store(Flash *flash, const PartitionTable *t) {
+        FlashRange ranges[FLASH_MAX_STORE_RANGES];
+        size_t n = 0;
+
+        if (!flash || !t)
+                return -EINVAL;
+        /* The app slots: what the fleet's devices hold alike. NVS, otadata
+         * and esp_secure_cert are each device's own and stay in its file. */
+        for (size_t i = 0; i < partition_table_count(t) && n < ELEMENTSOF(ranges); i++) {
+                const Partition *p = partition_table_get(t, i);
+                if (p->type == PARTITION_TYPE_APP && p->offset % FLASH_SECTOR_SIZE == 0 && p->size % FLASH_SECTOR_SIZE == 0)
+                        ranges[n++] = (FlashRange) { p->offset, p->size };
+        }
+        return flash_enable_store(flash, "../../" FLEET_STORE_DIR, ranges, n);
+}
+
+static int mark_digest(const uint8_t digest[32], void *userdata) {
+        return sector_store_scan_mark(userdata, digest);
+}
+
+int fleet_store_scan(const Fleet *f, SectorStoreScanFlags flags, SectorStoreStats *ret, uint64_t *ret_map_bytes) {
+        _cleanup_(sector_store_scan_freep) SectorStoreScan *sc = NULL;
+        _cleanup_free_ char *dir = NULL;
+        uint64_t map_bytes = 0;
+        int r;
+
+        dir = fleet_file(f, FLEET_STORE_DIR);
+        if (!dir)
+                return -ENOMEM;
+        r = sector_store_scan_begin(dir, flags, &sc);
+        if (r < 0)
+                return r;
+        /* Every map under devices/, whether the manifest lists it yet or
+         * not (a provision run in progress): garbage is what none names. */
+        _cleanup_free_ char *devices = fleet_file(f, FLEET_DEVICES_DIR);
+        if (!devices)
+                return -ENOMEM;
+        DIR *d = opendir(devices);
+        if (!d)
+                return -errno;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                _cleanup_free_ char *map = NULL;
+                struct stat st;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                if (asprintf(&map, "%s/%s/" FLEET_DEVICE_FLASH_FILE ".map", devices, de->d_name) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
+                if (stat(map, &st) >= 0)
+                        map_bytes += (uint64_t) st.st_blocks * 512;
+                r = flash_map_for_each_digest(map, mark_digest, sc);
+                if (r < 0)
+                        break;
+        }
+        closedir(d);
+        if (r < 0)
+                return r;
+        if (ret_map_bytes)
+                *ret_map_bytes = map_bytes;
+        return sector_store_scan_end(sc, NULL, NULL, ret);
+}

@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include "flash/flash.h"
+#include "flash/partition-table.h"
+#include "flash/sector-store.h"
+
 /* The fleet directory: the daemon's state (HACKING.md "The fleet directory").
  *
  *   FLEET/fleet.conf              libconfig, `format = 1;` plus the per-fleet options below
@@ -40,6 +44,7 @@
 #define FLEET_DEVICE_EFUSE_FILE "efuse.bin"
 #define FLEET_DEVICE_FLASH_FILE "flash.bin"
 #define FLEET_DEVICE_CERT_FILE "device.crt"
+#define FLEET_STORE_DIR "store"               /* the fleet's sector store (flash/sector-store.h) */
 
 #define FLEET_MAC_LEN 6
 #define FLEET_ID_MAX 16              /* "esp-a1b2c3" + NUL fits */
@@ -126,6 +131,16 @@ int fleet_add_devices(Fleet *f, const FleetDeviceEntry *e, size_t n);
 char *fleet_device_dir(const Fleet *f, const char *id);
 char *fleet_device_file(const Fleet *f, const char *id, const char *file);
 char *fleet_file(const Fleet *f, const char *file);
+
+/* Puts the app partitions of a device flash (devices/<id>/flash.bin, or
+ * devices/<id>.tmp/flash.bin while provisioning) into the fleet's sector
+ * store, FLEET/store, named relative to the device directory. */
+int fleet_device_enable_store(Flash *flash, const PartitionTable *t);
+
+/* Mark and sweep over every device map of the fleet (sector-store.h):
+ * counts, and with SECTOR_STORE_SCAN_GC removes what no device holds
+ * (-EBUSY while a daemon or another command has the store open). */
+int fleet_store_scan(const Fleet *f, SectorStoreScanFlags flags, SectorStoreStats *ret, uint64_t *ret_map_bytes);
 
 /* Resolves a DEVICE argument of the CLI: a device directory, or FLEETDIR/ID.
  * Returns the device dir (caller frees) or NULL with err filled. */

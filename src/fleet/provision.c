@@ -367,6 +367,13 @@ static int provision_one(const Plan *p, PoolCheck *checks, const FleetDeviceEntr
                 errf(err, errlen, r, "%s: writing the partition table: %s", d->id, esp_err_to_name(r));
                 goto fail;
         }
+        /* The app slots live in the fleet's sector store (issue #10): the
+         * firmware below is stored once for the whole fleet. */
+        r = fleet_device_enable_store(flash, p->table);
+        if (r < 0) {
+                errf(err, errlen, r, "%s: the fleet's sector store: %s", d->id, esp_err_to_name(r));
+                goto fail;
+        }
 
         r = pki_cert_to_pem(cert, &pem, &pem_len);
         if (r < 0)

@@ -17,6 +17,12 @@ struct BootCacheEntry {
         BootImageFacts facts;
         uint64_t last_use;
 
+        /* flash_range_fingerprint() of the sectors holding the image, once a
+         * device whose slot is in the fleet's sector store matched: the next
+         * such device matches on it without reading its image (issue #10). */
+        bool has_fingerprint;
+        uint8_t fingerprint[32];
+
         /* the blocks of the signature sector up to the first without the magic */
         unsigned n_blocks;
         bool block_parsed[SBV2_MAX_BLOCKS];
@@ -72,13 +78,20 @@ BootCache *boot_cache_free(BootCache *c) {
 
 /* Whether the flash holds e's bytes, given that its first `peek` bytes are
  * already in `head`. */
-static int entry_matches(BootCache *c, const BootCacheEntry *e, const FlashRegion *r, const uint8_t *head,
+static int entry_matches(BootCache *c, BootCacheEntry *e, const FlashRegion *r, const uint8_t *head,
                          size_t peek) {
         size_t first = MIN(peek, e->len);
+        uint8_t fp[32];
+        bool have_fp;
         int k;
 
         if (e->region_size != r->size || memcmp(e->data, head, first) != 0)
                 return 0;
+        /* Equal fingerprints are equal sector digests, so equal bytes. A
+         * different one may differ only past the image's end: compare. */
+        have_fp = e->len > 0 && flash_range_fingerprint(r->flash, r->offset, e->len, fp) >= 0;
+        if (have_fp && e->has_fingerprint && memcmp(fp, e->fingerprint, sizeof fp) == 0)
+                return 1;
         for (size_t off = first; off < e->len;) {
                 size_t n = MIN((size_t) BOOT_CACHE_COMPARE_CHUNK, e->len - off);
 
@@ -88,6 +101,10 @@ static int entry_matches(BootCache *c, const BootCacheEntry *e, const FlashRegio
                 if (memcmp(e->data + off, c->buf, n) != 0)
                         return 0;
                 off += n;
+        }
+        if (have_fp && !e->has_fingerprint) {
+                memcpy(e->fingerprint, fp, sizeof fp);
+                e->has_fingerprint = true;
         }
         return 1;
 }

@@ -12,6 +12,11 @@
  * partition of the same size reuses an entry: the verifier is deterministic,
  * and on the same bytes it would conclude the same.
  *
+ * When the slot lives in the fleet's sector store (flash.h), an entry also
+ * remembers the slot's flash_range_fingerprint() once a byte comparison
+ * matched; a later slot with the same fingerprint holds the same bytes and
+ * matches without being read (issue #10).
+ *
  * What depends on the device is never cached. The caller (boot.c) checks the
  * chip id, the eFuse SECURE_VERSION and the trusted key digests on every boot,
  * against the cached facts. For the signature an entry only remembers which
