@@ -93,7 +93,8 @@ read -r bin c conf shard_opt shard <<<"$cmd"
         || fail "espfleetd@1 would run: $cmd"
 check_installed "$T/check1.out" "$D$bin" -c "$D$conf" --shard "$shard"
 
-if command -v systemd-analyze >/dev/null; then
+command -v systemd-analyze >/dev/null || fail "systemd-analyze is missing (scripts/deps.sh installs systemd)"
+if true; then
         log "systemd-analyze verify (the daemon exists only under the destdir: that complaint is expected)"
         mkdir -p "$T/units.d"
         cp "$D$unitdir"/espfleetd.service "$D$unitdir"/espfleetd@.service "$D$unitdir"/espfleet.target "$T/units.d/"
@@ -106,6 +107,13 @@ if command -v systemd-analyze >/dev/null; then
                         cat "$T/verify.out" >&2
                         fail "systemd-analyze verify $u"
                 fi
+        done
+        # the hardening score the README gives; a change that loosens it shows here
+        for u in espfleetd.service espfleetd@1.service; do
+                score=$(systemd-analyze security --offline=true "$T/units.d/$u" 2>/dev/null \
+                        | sed -nE 's/.*Overall exposure level for [^:]+: ([0-9.]+).*/\1/p')
+                [ -n "$score" ] || fail "systemd-analyze security gave no score for $u"
+                awk -v s="$score" 'BEGIN { exit !(s <= 1.4) }' || fail "$u: exposure $score, the README says 1.4"
         done
 fi
 
