@@ -491,6 +491,12 @@ static bool all_ff(const uint8_t *b, size_t n) {
 static int repair_entries(Nvs *n, NvsPage *p, unsigned first, unsigned count, const char *why) {
         log_debug("page %u: erasing entries %u…%u (%s)", p->index, first, first + count - 1, why);
         n->repairs++;
+        /* an item's span may cover entries that were still empty: they are
+         * erased too, so the next item goes after them (ESP-IDF's
+         * Page::eraseEntryAndSpan() moves mNextFreeEntry the same way;
+         * found by fuzz-nvs: writing over them needs 0 -> 1 bits) */
+        if (first + count > p->next_free)
+                p->next_free = MIN(first + count, (unsigned) NVS_ENTRIES_PER_PAGE);
         return page_set_entries(n, p, first, count, NVS_ENTRY_ERASED);
 }
 
@@ -569,6 +575,7 @@ static int page_load(Nvs *n, NvsPage *p) {
                 return -ESP_ERR_NVS_NEW_VERSION_FOUND;
 
         memcpy(p->bitmap, raw + NVS_BITMAP_OFFSET, NVS_BITMAP_SIZE);
+        p->next_free = 0;
         for (unsigned i = 0; i < NVS_ENTRIES_PER_PAGE; i++) {
                 const uint8_t *src = raw + NVS_FIRST_ENTRY_OFFSET + i * NVS_ENTRY_SIZE;
                 blank[i] = all_ff(src, NVS_ENTRY_SIZE);
@@ -601,7 +608,7 @@ static int page_load(Nvs *n, NvsPage *p) {
                 if (s != NVS_ENTRY_EMPTY)
                         last_used = i + 1;
         }
-        p->next_free = last_used;
+        p->next_free = MAX(p->next_free, last_used);
 
         for (unsigned i = 0; i < NVS_ENTRIES_PER_PAGE;) {
                 const uint8_t *e = p->entries[i];
