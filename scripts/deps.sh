@@ -15,7 +15,7 @@ ESPFLEET_DEB_PACKAGES=(
         prometheus chromium fonts-dejavu-core
         scdoc groff-base
         systemd buildah mmdebstrap
-        python3 procps ca-certificates
+        python3 procps ca-certificates gdb xxd
         nodejs
 )
 

@@ -6,11 +6,16 @@
 #include "basic/fileio.h"
 #include "basic/macro.h"
 
+/* Many of the files read here are secrets (eFuse images, key files), so no
+ * copy of their bytes is left in freed memory: the buffer grows by copy and
+ * wipe rather than realloc(), and an error wipes what was read. A regular
+ * file's buffer is sized to hold it and the read that sees EOF at once. */
 int read_full_file(const char *path, size_t max_size, uint8_t **ret_data, size_t *ret_size) {
         _cleanup_close_ int fd = -EBADF;
-        _cleanup_free_ uint8_t *buf = NULL;
+        uint8_t *buf = NULL;
         struct stat st;
         size_t size = 0, alloc;
+        int r;
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
@@ -22,18 +27,24 @@ int read_full_file(const char *path, size_t max_size, uint8_t **ret_data, size_t
         if (S_ISREG(st.st_mode) && (uint64_t) st.st_size > max_size)
                 return -EFBIG;
 
-        alloc = S_ISREG(st.st_mode) ? (size_t) st.st_size + 1 : 4096;
+        alloc = S_ISREG(st.st_mode) ? (size_t) st.st_size + 2 : 4096;
         buf = malloc(alloc);
         if (!buf)
                 return -ENOMEM;
         for (;;) {
                 if (size + 1 >= alloc) {
-                        if (alloc > max_size + 1)
-                                return -EFBIG;
+                        if (alloc > max_size + 1) {
+                                r = -EFBIG;
+                                goto fail;
+                        }
                         size_t n = MIN(alloc * 2, max_size + 2);
-                        uint8_t *nb = realloc(buf, n);
-                        if (!nb)
-                                return -ENOMEM;
+                        uint8_t *nb = malloc(n);
+                        if (!nb) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        memcpy(nb, buf, size);
+                        erase_and_free(buf, alloc);
                         buf = nb;
                         alloc = n;
                 }
@@ -41,19 +52,25 @@ int read_full_file(const char *path, size_t max_size, uint8_t **ret_data, size_t
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return -errno;
+                        r = -errno;
+                        goto fail;
                 }
                 if (k == 0)
                         break;
                 size += (size_t) k;
-                if (size > max_size)
-                        return -EFBIG;
+                if (size > max_size) {
+                        r = -EFBIG;
+                        goto fail;
+                }
         }
         buf[size] = 0;
-        *ret_data = TAKE_PTR(buf);
+        *ret_data = buf;
         if (ret_size)
                 *ret_size = size;
         return 0;
+fail:
+        erase_and_free(buf, alloc);
+        return r;
 }
 
 int pwrite_full(int fd, const void *buf, size_t size, off_t offset) {

@@ -12,6 +12,7 @@
 #include "basic/esp-err.h"
 #include "basic/log.h"
 #include "basic/openssl-util.h"
+#include "basic/secret-mem.h"
 #include "dsemu/ds.h"
 
 /* The plaintext box after the three operands (§1.3): MD(32) ‖ M′(4) ‖
@@ -357,7 +358,7 @@ DsKey *ds_key_free(DsKey *k) {
         if (!k)
                 return NULL;
         if (k->crt)
-                erase_and_free(k->crt, 5 * k->crt_w);
+                secret_free(k->crt, 5 * k->crt_w);
         EVP_PKEY_free(k->pub);
         explicit_bzero(k, sizeof(*k));
         free(k);
@@ -576,17 +577,17 @@ static int ds_key_build_crt(DsKey *k, const DsPlain *p) {
         size_t w = (size_t) (BN_num_bytes(n) + 1) / 2;
         if (BN_num_bytes(fp) > (int) w || BN_num_bytes(fq) > (int) w || BN_get_word(e) == (BN_ULONG) -1)
                 return -EINVAL;
-        uint8_t *blob = malloc(5 * w);
+        uint8_t *blob = secret_alloc0(5 * w);   /* out of core dumps */
         if (!blob)
                 return -ENOMEM;
         const BIGNUM *parts[5] = { fp, fq, dp, dq, qinv };
         for (size_t i = 0; i < 5; i++)
                 if (BN_bn2binpad(parts[i], blob + i * w, (int) w) != (int) w) {
-                        erase_and_free(blob, 5 * w);
+                        secret_free(blob, 5 * w);
                         return -EINVAL;
                 }
         if (k->crt)
-                erase_and_free(k->crt, 5 * k->crt_w);
+                secret_free(k->crt, 5 * k->crt_w);
         k->crt = blob;
         k->crt_w = w;
         k->crt_e = BN_get_word(e);

@@ -13,6 +13,7 @@
 #include "basic/esp-err.h"
 #include "basic/fileio.h"
 #include "basic/log.h"
+#include "basic/secret-mem.h"
 #include "basic/string-table.h"
 #include "dsemu/efuse.h"
 
@@ -260,7 +261,7 @@ int efuse_new(EspChip chip, Efuse **ret) {
 
         if ((int) chip < 0 || chip >= _ESP_CHIP_MAX || !ret)
                 return -EINVAL;
-        e = calloc(1, sizeof(*e));
+        e = secret_alloc0(sizeof(*e));  /* key blocks: out of core dumps */
         if (!e)
                 return -ENOMEM;
         e->chip = chip;
@@ -272,10 +273,7 @@ int efuse_new(EspChip chip, Efuse **ret) {
 }
 
 Efuse *efuse_free(Efuse *e) {
-        if (e) {
-                explicit_bzero(e, sizeof(*e));
-                free(e);
-        }
+        secret_free(e, sizeof(*e));
         return NULL;
 }
 
@@ -284,7 +282,7 @@ Efuse *efuse_dup(const Efuse *e) {
 
         if (!e)
                 return NULL;
-        d = malloc(sizeof(*d));
+        d = secret_alloc0(sizeof(*d));
         if (d)
                 memcpy(d, e, sizeof(*d));
         return d;

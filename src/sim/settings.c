@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "basic/macro.h"
 #include "basic/esp-err.h"
+#include "basic/secret-mem.h"
 #include "flash/partition-table.h"
 #include "nvs/nvs.h"
 #include "sim/settings.h"
@@ -19,7 +20,7 @@ int settings_store_open(Flash *flash, const PartitionTable *table, const NvsXtsK
                 ?: partition_table_find(table, PARTITION_TYPE_DATA, PARTITION_SUBTYPE_DATA_NVS);
         if (!p)
                 return -ENOENT;
-        s = calloc(1, sizeof *s);
+        s = secret_alloc0(sizeof *s);   /* the keys: out of core dumps */
         if (!s)
                 return -ENOMEM;
         s->region = partition_region(flash, p);
@@ -33,8 +34,7 @@ int settings_store_open(Flash *flash, const PartitionTable *table, const NvsXtsK
 
 SettingsStore *settings_store_close(SettingsStore *s) {
         if (s) {
-                explicit_bzero(&s->keys, sizeof s->keys);
-                free(s);
+                secret_free(s, sizeof *s);
         }
         return NULL;
 }
