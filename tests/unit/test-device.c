@@ -387,6 +387,13 @@ static void expect_trace(const DeviceState *want, unsigned n) {
         cr_assert_eq(n_trace, n, "%u transitions, expected %u", n_trace, n);
 }
 
+/* Started, and past boot_time_ms: the first attempt is in flight. */
+static void boot_to_connecting(void) {
+        device_start(dev, 0);
+        advance(800 * 1000);
+        cr_assert_eq(device_get_state(dev), DEVICE_CONNECTING);
+}
+
 static void boot_to_online(void) {
         device_start(dev, 0);
         cr_assert_eq(device_get_state(dev), DEVICE_BOOTING);
@@ -427,9 +434,7 @@ Test(device, boots_connects_and_goes_online) {
 }
 
 Test(device, connect_timeout_aborts_and_backs_off) {
-        device_start(dev, 0);
-        advance(800 * 1000);
-        cr_assert_eq(device_get_state(dev), DEVICE_CONNECTING);
+        boot_to_connecting();
         advance(9999 * 1000);
         cr_assert_eq(device_get_state(dev), DEVICE_CONNECTING, "gave up before connect_timeout_ms");
         advance(1000);
@@ -446,8 +451,7 @@ Test(device, connect_timeout_aborts_and_backs_off) {
 }
 
 Test(device, backoff_doubles_to_its_cap_and_resets_once_online) {
-        device_start(dev, 0);
-        advance(800 * 1000);
+        boot_to_connecting();
         uint64_t expect_ms[] = { 1000, 2000, 4000, 8000, 8000 };
         for (size_t i = 0; i < ELEMENTSOF(expect_ms); i++) {
                 fake_broker_refuses(5);
@@ -469,8 +473,7 @@ Test(device, backoff_doubles_to_its_cap_and_resets_once_online) {
 
 Test(device, gives_up_after_the_configured_failures) {
         config.give_up_after = 3;
-        device_start(dev, 0);
-        advance(800 * 1000);
+        boot_to_connecting();
         for (int i = 0; i < 3; i++) {
                 cr_assert_eq(device_get_state(dev), DEVICE_CONNECTING);
                 fake_broker_refuses(5);
@@ -519,9 +522,7 @@ Test(device, power_cut_drops_without_goodbye) {
 
 /* A power cut during an attempt is a reset, not a failed attempt. */
 Test(device, power_cut_while_connecting_is_not_a_failure) {
-        device_start(dev, 0);
-        advance(800 * 1000);
-        cr_assert_eq(device_get_state(dev), DEVICE_CONNECTING);
+        boot_to_connecting();
         device_power_cut(dev);
         cr_assert_eq(device_get_state(dev), DEVICE_BOOTING);
         cr_assert_eq(n_resolver_failures, 0, "the reset was counted as a failed connection");
@@ -549,8 +550,7 @@ Test(device, stop_against_a_silent_broker_ends_after_5_s) {
 }
 
 Test(device, stop_while_backing_off_is_immediate) {
-        device_start(dev, 0);
-        advance(800 * 1000);
+        boot_to_connecting();
         fake_broker_refuses(5);
         cr_assert_eq(device_get_state(dev), DEVICE_BACKOFF);
         device_stop(dev);
