@@ -235,6 +235,18 @@ static const FuzzNvsEntry *snapshot_find(const FuzzNvsSnapshot *s, const char *n
         return NULL;
 }
 
+/* By namespace index: a corrupt image may hold two namespace entries with one
+ * index, and which name that index reads as is the first of them in partition
+ * order (as in ESP-IDF, whose namespace list is built in page order), so it
+ * may change when a page is moved; the keys' own items keep their index. */
+static const FuzzNvsEntry *snapshot_find_index(const FuzzNvsSnapshot *s, uint8_t ns, const char *key) {
+        for (size_t i = 0; i < s->n; i++)
+                if (s->entries[i].have_value && s->entries[i].info.namespace_index == ns &&
+                    streq(s->entries[i].info.key, key))
+                        return &s->entries[i];
+        return NULL;
+}
+
 static size_t snapshot_count_resolvable(const FuzzNvsSnapshot *s, const char *skip_namespace) {
         size_t n = 0;
         for (size_t i = 0; i < s->n; i++)
@@ -365,7 +377,7 @@ void fuzz_nvs_read_write(const uint8_t *image, size_t size, const NvsXtsKeys *ke
 
                 if (!x->have_value || streq(x->info.namespace_name, "fuzz"))
                         continue;
-                e = snapshot_find(&final, x->info.namespace_name, x->info.key);
+                e = snapshot_find_index(&final, x->info.namespace_index, x->info.key);
                 if (x == erased) {
                         fuzz_check(!e, "key '%s'/'%s' was erased but reads back", x->info.namespace_name, x->info.key);
                         continue;
