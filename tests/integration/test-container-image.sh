@@ -60,9 +60,13 @@ if ! buildah inspect --type image "$BASE" >/dev/null 2>&1; then
                 "deb http://deb.debian.org/debian bookworm main" \
                 "deb http://deb.debian.org/debian-security bookworm-security main" >"$T/mmdebstrap.log" 2>&1 \
                 || { tail "$T/mmdebstrap.log" >&2; fail "mmdebstrap"; }
-        buildah import "$T/base.tar" "$BASE" >/dev/null 2>&1 || podman import "$T/base.tar" "$BASE" >/dev/null \
-                || fail "importing the base image"
-        rm -f "$T/base.tar"
+        # buildah has no "import": a FROM scratch build whose ADD unpacks the tar
+        mkdir "$T/base"
+        mv "$T/base.tar" "$T/base/"
+        printf 'FROM scratch\nADD base.tar /\n' >"$T/base/Containerfile"
+        buildah bud --isolation chroot --format docker -f "$T/base/Containerfile" -t "$BASE" "$T/base" \
+                >"$T/base-import.log" 2>&1 || { tail "$T/base-import.log" >&2; fail "importing the base image"; }
+        rm -rf "$T/base"
 fi
 
 IMAGE=localhost/espfleet-test:$$
