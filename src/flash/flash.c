@@ -656,7 +656,7 @@ static int sector_store_write(Flash *f, uint32_t s, uint32_t in_sector, const ui
         memcpy(sector + in_sector, data, n);
         if (sector_is_erased(sector))
                 return 0;    /* 0xFF over erased flash programs nothing */
-        r = sector_store_put(f->store, sector, &id);
+        r = sector_store_put_at(f->store, s, sector, &id);
         if (r < 0)
                 return r;
         r = map_set(f, s, id);

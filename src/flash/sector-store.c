@@ -120,6 +120,13 @@ static int digest_table_add(DigestTable *t, const uint8_t *d, uint32_t *ret_id) 
         return 0;
 }
 
+/* The last sector put for one hint (sector_store_put_at()). */
+typedef struct RecentSector {
+        uint32_t hint;
+        uint32_t id;               /* 0: empty */
+        uint8_t *data;             /* SECTOR_STORE_SECTOR_SIZE bytes, the content of id */
+} RecentSector;
+
 struct SectorStore {
         unsigned n_ref;
         char *path;
@@ -131,6 +138,7 @@ struct SectorStore {
         bool read_only;
 
         DigestTable known;         /* sectors known to be durable in sectors/ */
+        RecentSector *recent;      /* SECTOR_STORE_RECENT_SLOTS, allocated on first use */
         EVP_MD *sha256;
         EVP_MD_CTX *md_ctx;
         uint64_t tmp_counter;
@@ -190,6 +198,10 @@ static SectorStore *sector_store_free(SectorStore *s) {
         if (s->lock_fd >= 0)
                 close(s->lock_fd);    /* drops the shared lock */
         digest_table_done(&s->known);
+        if (s->recent)
+                for (size_t i = 0; i < SECTOR_STORE_RECENT_SLOTS; i++)
+                        free(s->recent[i].data);
+        free(s->recent);
         EVP_MD_CTX_free(s->md_ctx);
         EVP_MD_free(s->sha256);
         free(s->path);
@@ -412,6 +424,37 @@ int sector_store_put(SectorStore *s, const uint8_t data[static SECTOR_STORE_SECT
                 log_debug("Stored sector %s", hex);
         }
         return digest_table_add(&s->known, digest, ret_id);
+}
+
+int sector_store_put_at(SectorStore *s, uint32_t hint, const uint8_t data[static SECTOR_STORE_SECTOR_SIZE],
+                        uint32_t *ret_id) {
+        RecentSector *r;
+        int k;
+
+        if (!s || !data || !ret_id)
+                return -EINVAL;
+        if (!s->recent) {
+                s->recent = calloc(SECTOR_STORE_RECENT_SLOTS, sizeof *s->recent);
+                if (!s->recent)
+                        return sector_store_put(s, data, ret_id);
+        }
+        r = &s->recent[hint % SECTOR_STORE_RECENT_SLOTS];
+        if (r->id > 0 && r->hint == hint && memcmp(r->data, data, SECTOR_STORE_SECTOR_SIZE) == 0) {
+                *ret_id = r->id;
+                return 0;
+        }
+        k = sector_store_put(s, data, ret_id);
+        if (k < 0)
+                return k;
+        if (!r->data) {
+                r->data = malloc(SECTOR_STORE_SECTOR_SIZE);
+                if (!r->data)
+                        return 0;    /* stored all the same; only the shortcut is lost */
+        }
+        memcpy(r->data, data, SECTOR_STORE_SECTOR_SIZE);
+        r->hint = hint;
+        r->id = *ret_id;
+        return 0;
 }
 
 int sector_store_intern(SectorStore *s, const uint8_t digest[static SECTOR_STORE_DIGEST_SIZE], uint32_t *ret_id) {

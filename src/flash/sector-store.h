@@ -56,6 +56,16 @@ const char *sector_store_path(const SectorStore *s);
  * returns its id (> 0). The sector is durable when this returns. */
 int sector_store_put(SectorStore *s, const uint8_t data[static SECTOR_STORE_SECTOR_SIZE], uint32_t *ret_id);
 
+/* sector_store_put() for a sector that goes to flash sector `hint` of a
+ * device: one equal, byte for byte, to the last sector put with the same
+ * hint is found without hashing it. An OTA herd writes the same image at
+ * the same place of every device, so its sectors are compared, not hashed.
+ * The store keeps a copy of the last sector per hint (hint modulo
+ * SECTOR_STORE_RECENT_SLOTS), at most 4 MiB per store. */
+#define SECTOR_STORE_RECENT_SLOTS 1024u
+int sector_store_put_at(SectorStore *s, uint32_t hint, const uint8_t data[static SECTOR_STORE_SECTOR_SIZE],
+                        uint32_t *ret_id);
+
 /* The id of a digest read from a map; -ENOENT (and no id) when the store
  * does not hold that sector. */
 int sector_store_intern(SectorStore *s, const uint8_t digest[static SECTOR_STORE_DIGEST_SIZE], uint32_t *ret_id);

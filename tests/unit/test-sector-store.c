@@ -513,3 +513,49 @@ Test(sector_store, injected_power_cuts_match_a_plain_flash, .init = setup, .fini
         }
         assert_same_export(a, plain);
 }
+
+/* sector_store_put_at(): a sector equal to the last one put at its hint is
+ * found without hashing; anything else must still get the id of its own
+ * content, whatever the hint saw before. */
+Test(sector_store, put_at_finds_the_id_of_the_content, .init = setup, .fini = teardown) {
+        _cleanup_free_ uint8_t *a = malloc(FLASH_SECTOR_SIZE), *b = malloc(FLASH_SECTOR_SIZE);
+        uint8_t got[FLASH_SECTOR_SIZE];
+        uint32_t id_a, id_b, id;
+        SectorStore *s = NULL;
+
+        cr_assert_not_null(a);
+        cr_assert_not_null(b);
+        memset(a, 0x5A, FLASH_SECTOR_SIZE);
+        memcpy(b, a, FLASH_SECTOR_SIZE);
+        b[FLASH_SECTOR_SIZE - 1] ^= 1;     /* differs in its last byte only */
+        cr_assert_eq(sector_store_open(store_dir, SECTOR_STORE_CREATE, &s), 0);
+
+        cr_assert_eq(sector_store_put(s, a, &id_a), 0);
+        cr_assert_eq(sector_store_put(s, b, &id_b), 0);
+        cr_assert_neq(id_a, id_b);
+
+        cr_assert_eq(sector_store_put_at(s, 7, a, &id), 0);
+        cr_assert_eq(id, id_a);
+        cr_assert_eq(sector_store_put_at(s, 7, a, &id), 0);      /* compared */
+        cr_assert_eq(id, id_a);
+        cr_assert_eq(sector_store_put_at(s, 7, b, &id), 0);      /* the hint saw a */
+        cr_assert_eq(id, id_b);
+        cr_assert_eq(sector_store_put_at(s, 7, a, &id), 0);      /* and now b */
+        cr_assert_eq(id, id_a);
+        /* another hint in the same slot (modulo the table) */
+        cr_assert_eq(sector_store_put_at(s, 7 + SECTOR_STORE_RECENT_SLOTS, b, &id), 0);
+        cr_assert_eq(id, id_b);
+        cr_assert_eq(sector_store_put_at(s, 7, a, &id), 0);
+        cr_assert_eq(id, id_a);
+        /* a sector new to the store, first through a hint */
+        memset(b, 0xA5, FLASH_SECTOR_SIZE);
+        cr_assert_eq(sector_store_put_at(s, 8, b, &id), 0);
+        cr_assert_neq(id, id_a);
+        cr_assert_eq(sector_store_put_at(s, 8, b, &id_b), 0);
+        cr_assert_eq(id_b, id);
+        cr_assert_eq(sector_store_read(s, id_b, 0, got, sizeof got), 0);
+        cr_assert_arr_eq(got, b, FLASH_SECTOR_SIZE);
+        cr_assert_eq(sector_store_read(s, id_a, 0, got, sizeof got), 0);
+        cr_assert_arr_eq(got, a, FLASH_SECTOR_SIZE);
+        sector_store_unref(s);
+}
