@@ -454,6 +454,8 @@ static void session_attempt(OtaSession *s) {
         int k;
 
         /* resume where the last attempt's bytes on flash end (≥ 1,024) */
+        if (s->writer)
+                (void) ota_writer_flush(s->writer, NULL, 0);
         if (s->writer && !s->range_refused && !s->restart && ota_writer_flashed(s->writer) >= APP_IMAGE_PEEK_LEN)
                 offset = ota_writer_flashed(s->writer);
         s->restart = false;

@@ -41,6 +41,15 @@ struct OtaWriter {
         size_t head_len;
         uint64_t written;               /* bytes accepted */
         uint64_t flashed;               /* bytes on flash */
+        /* Accepted body bytes not on flash yet: flash takes whole sectors
+         * (a sector-store range stores a sector once it is complete; a
+         * write that ends inside one goes to the device's own file first),
+         * so the body is flashed from one sector boundary to the next and
+         * the piece after the last boundary waits for ota_writer_flush()
+         * (a transfer that ended early) or ota_writer_finish(). Killed in
+         * between, these bytes are lost, as a chip's HTTP buffer is. */
+        uint8_t stage[FLASH_SECTOR_SIZE];
+        size_t stage_len;
         uint64_t erased_end;            /* [0, erased_end) of the target was erased by us */
         bool boot_set;                  /* otadata selects the target: never erase it again */
         bool dirty;                     /* the target holds bytes of this update (ours or resumed) */
@@ -189,6 +198,49 @@ static int writer_flash(OtaWriter *w, const uint8_t *data, size_t len, char *err
         return 0;
 }
 
+/* Flashes whole sectors only: straight from `data` where it covers them,
+ * through `stage` where it does not. */
+static int writer_stage(OtaWriter *w, const uint8_t *data, size_t len, char *err, size_t errlen) {
+        int k;
+
+        while (len > 0) {
+                size_t room = FLASH_SECTOR_SIZE - (size_t) ((w->flashed + w->stage_len) % FLASH_SECTOR_SIZE);
+                size_t n;
+
+                if (w->stage_len == 0 && len >= room) {
+                        n = room + (len - room) / FLASH_SECTOR_SIZE * FLASH_SECTOR_SIZE;
+                        k = writer_flash(w, data, n, err, errlen);
+                        if (k < 0)
+                                return k;
+                } else {
+                        n = MIN(room, len);
+                        memcpy(w->stage + w->stage_len, data, n);
+                        w->stage_len += n;
+                        if (n == room) {
+                                k = writer_flash(w, w->stage, w->stage_len, err, errlen);
+                                if (k < 0)
+                                        return k;
+                                w->stage_len = 0;
+                        }
+                }
+                data += n;
+                len -= n;
+        }
+        return 0;
+}
+
+static int writer_stage_flush(OtaWriter *w, char *err, size_t errlen) {
+        int k;
+
+        if (w->phase != OTA_WRITER_BODY || w->stage_len == 0)
+                return 0;
+        k = writer_flash(w, w->stage, w->stage_len, err, errlen);
+        if (k < 0)
+                return k;
+        w->stage_len = 0;
+        return 0;
+}
+
 /* A refused image must not boot: erase its first sector (§8, esp_ota_end). */
 static int writer_invalidate(OtaWriter *w, int error, char *err, size_t errlen, const char *reason) {
         (void) flash_region_erase(&w->target, 0, FLASH_SECTOR_SIZE);
@@ -219,10 +271,7 @@ static int writer_accept_header(OtaWriter *w, char *err, size_t errlen) {
         if (k < 0)
                 return k;
         w->phase = OTA_WRITER_BODY;
-        k = writer_flash(w, w->head, w->head_len, err, errlen);
-        if (k < 0)
-                return k;
-        return 0;
+        return writer_stage(w, w->head, w->head_len, err, errlen);
 }
 
 int ota_writer_write(OtaWriter *w, const void *data, size_t len, char *err, size_t errlen) {
@@ -271,7 +320,7 @@ int ota_writer_write(OtaWriter *w, const void *data, size_t len, char *err, size
         k = writer_feed(w, p, len, err, errlen);
         if (k < 0)
                 return k;
-        k = writer_flash(w, p, len, err, errlen);
+        k = writer_stage(w, p, len, err, errlen);
         if (k < 0)
                 return k;
         w->written += len;
@@ -328,6 +377,14 @@ int ota_writer_resume(OtaWriter *w, uint64_t offset, char *err, size_t errlen) {
         return 0;
 }
 
+int ota_writer_flush(OtaWriter *w, char *err, size_t errlen) {
+        if (!w)
+                return -EINVAL;
+        if (w->phase == OTA_WRITER_FAILED)
+                return writer_failed(w, err, errlen);
+        return writer_stage_flush(w, err, errlen);
+}
+
 int ota_writer_finish(OtaWriter *w, char *err, size_t errlen) {
         char msg[256] = "", reason[300];
         const uint8_t *sector;
@@ -355,6 +412,9 @@ int ota_writer_finish(OtaWriter *w, char *err, size_t errlen) {
                 return -EINVAL;
         }
 
+        k = writer_stage_flush(w, err, errlen);
+        if (k < 0)
+                return k;
         k = app_image_verifier_finish(w->verifier, &w->info, msg, sizeof msg);
         if (k < 0) {
                 snprintf(reason, sizeof reason, "image validation failed: %s", msg);

@@ -16,7 +16,11 @@
  *           allow_equal_version (-ESP_FAIL_CODE, as the advanced_https_ota
  *           example aborts; "same"/"older" in err), secure_version
  *           >= eFuse SECURE_VERSION (-ESP_ERR_OTA_SMALL_SEC_VER); then each
- *           4 KiB sector is erased just before the write reaches it
+ *           4 KiB sector is erased just before the write reaches it; flash
+ *           is written one whole sector at a time (up to 4 KiB wait in the
+ *           writer)
+ *   [ota_writer_flush(w, …)]            the transfer ended early: flash what
+ *           waits, so that a resume continues after every byte that arrived
  *   ota_writer_finish(w, …)             hash, then signature (SBv2 against the
  *           eFuse digests with SECURE_BOOT_EN, or the running app's first-block
  *           key in the §6.2 mode): -ESP_ERR_OTA_VALIDATE_FAILED and the target's
@@ -24,7 +28,7 @@
  *   ota_writer_set_boot(w)              otadata: the target becomes NEW
  *   ota_writer_free(w)
  *
- * Memory per writer: the 1 KiB header buffer, the verifier's two SHA-256
+ * Memory per writer: the 1 KiB header buffer, the 4 KiB sector buffer, the verifier's two SHA-256
  * states and its 4 KiB signature sector copy, whatever the image size.
  * Errors carry a message in err; after a failed write the writer refuses
  * further writes with the same error. */
@@ -66,8 +70,9 @@ int ota_writer_write(OtaWriter *w, const void *data, size_t len, char *err, size
 bool ota_writer_have_desc(const OtaWriter *w);
 const AppDesc *ota_writer_desc(const OtaWriter *w);          /* NULL before have_desc */
 uint16_t ota_writer_image_chip_id(const OtaWriter *w);       /* valid after have_desc */
-/* Bytes accepted so far (including any resumed prefix); bytes on flash may
- * lag by < 1024 until the header was checked. */
+/* Bytes accepted so far (including any resumed prefix); bytes on flash lag
+ * by < 1024 until the header was checked, then by < 4096 until the next
+ * sector boundary, ota_writer_flush() or ota_writer_finish(). */
 uint64_t ota_writer_written(const OtaWriter *w);
 /* Bytes actually on flash: what a later ota_writer_resume() may use. */
 uint64_t ota_writer_flashed(const OtaWriter *w);
@@ -75,6 +80,7 @@ unsigned ota_writer_target_slot(const OtaWriter *w);
 /* The image length from its segment headers once known (0 before). */
 uint64_t ota_writer_image_len(const OtaWriter *w);
 
+int ota_writer_flush(OtaWriter *w, char *err, size_t errlen);
 int ota_writer_finish(OtaWriter *w, char *err, size_t errlen);
 int ota_writer_set_boot(OtaWriter *w, char *err, size_t errlen);
 
