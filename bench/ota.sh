@@ -21,6 +21,12 @@
 #   N=1000 bench/ota.sh                 # the 1,000-device run
 #   SIZE=4M BUILD=build-x bench/ota.sh  # another image size or build dir
 #   WORKERS=2 N=1000 bench/ota.sh       # worker processes (default 0: sized by the fd limit)
+#   RESTART_AFTER=1.5 DOWN=2 N=1000 bench/ota.sh
+#       the herd against a server restart: RESTART_AFTER s after the
+#       broadcast nginx stops (fast shutdown: every download is cut), stays
+#       down DOWN s and starts again on the same port; every device must
+#       still finish. The devices' resumes (Range), retries and restarts
+#       from byte 0 are counted from their logs, with or without a restart.
 # The fleet is provisioned once in $BENCH_DIR/fleet-N and reused: every run
 # offers a newer version (2.<epoch seconds>), so it updates again.
 set -euo pipefail
@@ -35,6 +41,8 @@ N=${N:-100}
 SIZE=${SIZE:-1048576}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/espfleet-bench-ota}
 TIMEOUT=${TIMEOUT:-600}
+RESTART_AFTER=${RESTART_AFTER:-}
+DOWN=${DOWN:-2}
 export ESPFLEET=$top/$BUILD/src/cli/espfleet ESPFLEETD=$top/$BUILD/src/sim/espfleetd
 . tests/integration/ota-lib.sh
 
@@ -91,7 +99,18 @@ finished() { count_lines "$T/espfleetd.log" ": OTA from '.*' (done|failed)"; }
 t0=$(date +%s.%N)
 mqtt_pub "$PKI" /esp/update/run ""
 end=$((SECONDS + TIMEOUT))
+restarted=
 while :; do
+        if [ -n "$RESTART_AFTER" ] && [ -z "$restarted" ] &&
+                awk -v a="$t0" -v b="$(date +%s.%N)" -v r="$RESTART_AFTER" 'BEGIN {exit !(b - a >= r)}'; then
+                restarted="$(count_lines "$T/log.out" 'esp_https_ota: Starting OTA') started, $(finished) finished"
+                log "t=${RESTART_AFTER}s: nginx stops ($restarted), down for $DOWN s"
+                kill -TERM "$NGINX_PID"
+                wait "$NGINX_PID" 2>/dev/null || true
+                sleep "$DOWN"
+                ota_nginx "$PKI" "$OTA_WWW" "$port"
+                restarted="$restarted when it stopped, down $DOWN s"
+        fi
         f=$(finished)
         echo "$(date +%s.%N) $(rss_kb) $(count_lines "$T/log.out" 'esp_https_ota: Starting OTA') $f" >>"$T/samples"
         [ "$f" -lt "$N" ] || break
@@ -103,6 +122,10 @@ ok=$(count_lines "$T/espfleetd.log" ": OTA from '.*' done: version $version ")
 [ "$ok" -eq "$N" ] || fail "$((N - ok)) of $N downloads failed: $(grep -m1 -E ": OTA from '.*' failed" "$T/espfleetd.log")"
 fleet_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
 fleet_bps=$(awk -v n="$N" -v b="$bytes" -v s="$fleet_s" 'BEGIN {printf "%.0f", n * b / s}')
+# what the devices did about cuts (their esp_https_ota log lines)
+resumes=$(count_lines "$T/log.out" 'esp_https_ota: Resuming the download at byte')
+retries=$(count_lines "$T/log.out" 'esp_https_ota: Download failed .*; retry')
+from_zero=$(count_lines "$T/log.out" 'esp_https_ota: .*restarting from byte 0')
 # the sample with the most active downloads (started - finished), highest RSS among those
 read -r active peak < <(awk '{a = $3 - $4; print a, $2}' "$T/samples" | sort -k1,1n -k2,2n | tail -n 1)
 per_dl=$(awk -v p="$peak" -v i="$idle" -v a="$active" 'BEGIN {printf "%.0f", a ? (p - i) / a : 0}')
@@ -145,6 +168,10 @@ printf '| fleet: %s devices, one broadcast, until all verified and selected | %s
         "$N" "$fleet_s" "$(mib "$fleet_bps")"
 printf '| baseline: curl --parallel --parallel-max %s, same file x %s | %s s, %s MiB/s aggregate |\n' \
         "$N" "$N" "$curl_s" "$(mib "$curl_bps")"
+if [ -n "$restarted" ]; then
+        printf '| nginx restarted %s s after the broadcast | %s |\n' "$RESTART_AFTER" "$restarted"
+fi
+printf '| retries / resumes with Range / restarts from byte 0 | %s / %s / %s |\n' "$retries" "$resumes" "$from_zero"
 printf '| fleet / curl throughput | %s |\n' "$(awk -v f="$fleet_bps" -v c="$curl_bps" 'BEGIN {printf "%.2f", f / c}')"
 printf '| espfleetd RSS idle (fleet online) -> peak | %s MiB -> %s MiB |\n' "$((idle / 1024))" "$((peak / 1024))"
 printf '| RSS per active download (%s active at the peak) | %s KiB |\n' "$active" "$per_dl"
