@@ -589,15 +589,33 @@ static int flash_punch(Flash *f, uint32_t first, uint32_t n) {
         if (fd < 0)
                 return fd;
         if (f->can_punch) {
-                if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) first * FLASH_SECTOR_SIZE,
-                              (off_t) n * FLASH_SECTOR_SIZE) >= 0) {
-                        for (uint32_t s = first; s < first + n; s++)
-                                sector_set_allocated(f, s, false);
-                        return 0;
+                /* Only the runs that hold data: a clear bit is a hole already
+                 * (an OTA erases every sector of its slot, most of them
+                 * mapped to the store or never written). */
+                uint32_t s = first, end = first + n;
+
+                while (s < end) {
+                        uint32_t run;
+
+                        if (!sector_allocated(f, s)) {
+                                s++;
+                                continue;
+                        }
+                        for (run = 1; s + run < end && sector_allocated(f, s + run); run++)
+                                ;
+                        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) s * FLASH_SECTOR_SIZE,
+                                      (off_t) run * FLASH_SECTOR_SIZE) < 0) {
+                                if (errno != EOPNOTSUPP && errno != ENOSYS)
+                                        return -errno;
+                                f->can_punch = false;
+                                break;
+                        }
+                        for (uint32_t i = s; i < s + run; i++)
+                                sector_set_allocated(f, i, false);
+                        s += run;
                 }
-                if (errno != EOPNOTSUPP && errno != ENOSYS)
-                        return -errno;
-                f->can_punch = false;
+                if (f->can_punch)
+                        return 0;
         }
         for (uint32_t s = first; s < first + n; s++) {
                 if (!sector_allocated(f, s))
