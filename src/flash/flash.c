@@ -755,8 +755,44 @@ static int flash_store(Flash *f, uint32_t addr, const uint8_t *data, size_t len)
         return 0;
 }
 
+/* NOR: programming only clears bits. A sector that is a hole and not mapped
+ * is erased, so anything may be programmed there; elsewhere the old bytes
+ * are read, a sector at a time, and compared a word at a time (the byte
+ * loop finds the first offending byte for the log). */
+static int flash_check_program(Flash *f, uint32_t addr, const uint8_t *p, size_t len) {
+        uint8_t old[FLASH_SECTOR_SIZE];
+
+        while (len > 0) {
+                uint32_t s = addr / FLASH_SECTOR_SIZE;
+                size_t n = MIN((size_t) (FLASH_SECTOR_SIZE - addr % FLASH_SECTOR_SIZE), len);
+
+                if (sector_allocated(f, s) || map_id(f, s) > 0) {
+                        size_t i = 0;
+                        int r = flash_read_raw(f, addr, old, n);
+                        if (r < 0)
+                                return r;
+                        for (; i + 8 <= n; i += 8) {
+                                uint64_t a, b;
+                                memcpy(&a, p + i, sizeof a);
+                                memcpy(&b, old + i, sizeof b);
+                                if (a & ~b)
+                                        break;
+                        }
+                        for (; i < n; i++)
+                                if (p[i] & ~old[i]) {
+                                        log_debug("Flash write at 0x%" PRIx32 " would set bits at 0x%zx (0x%02x over 0x%02x)",
+                                                  addr, addr + i, p[i], old[i]);
+                                        return -EPERM;
+                                }
+                }
+                addr += n;
+                p += n;
+                len -= n;
+        }
+        return 0;
+}
+
 int flash_write(Flash *f, uint32_t addr, const void *buf, size_t len) {
-        _cleanup_free_ uint8_t *old = NULL;
         const uint8_t *p = buf;
         int r;
 
@@ -772,29 +808,9 @@ int flash_write(Flash *f, uint32_t addr, const void *buf, size_t len) {
         if (len == 0)
                 return 0;
 
-        old = malloc(len);
-        if (!old)
-                return -ENOMEM;
-        r = flash_read_raw(f, addr, old, len);
+        r = flash_check_program(f, addr, p, len);
         if (r < 0)
                 return r;
-
-        /* NOR: programming only clears bits. A word at a time; the byte
-         * loop below finds the first offending byte for the log. */
-        size_t i = 0;
-        for (; i + 8 <= len; i += 8) {
-                uint64_t a, b;
-                memcpy(&a, p + i, sizeof a);
-                memcpy(&b, old + i, sizeof b);
-                if (a & ~b)
-                        break;
-        }
-        for (; i < len; i++)
-                if (p[i] & ~old[i]) {
-                        log_debug("Flash write at 0x%" PRIx32 " would set bits at 0x%zx (0x%02x over 0x%02x)",
-                                  addr, addr + i, p[i], old[i]);
-                        return -EPERM;
-                }
 
         if (flash_power_tick(f)) {
                 size_t words = len / 4;
