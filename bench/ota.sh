@@ -27,6 +27,10 @@
 #       down DOWN s and starts again on the same port; every device must
 #       still finish. The devices' resumes (Range), retries and restarts
 #       from byte 0 are counted from their logs, with or without a restart.
+#       On loopback nginx hands a 1 MiB body to the kernel at once, and the
+#       socket buffers deliver it after nginx is gone: LIMIT_RATE (nginx's
+#       limit_rate per connection, e.g. 512k) keeps the downloads in flight,
+#       so that the stop cuts them (the curl baseline gets the same limit).
 # The fleet is provisioned once in $BENCH_DIR/fleet-N (RSA keys drawn from a
 # pool of KEY_POOL, 16 by default: key generation is not what is measured)
 # and reused: every run offers a newer version (2.<epoch seconds>), so it
@@ -45,6 +49,9 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp/espfleet-bench-ota}
 TIMEOUT=${TIMEOUT:-600}
 RESTART_AFTER=${RESTART_AFTER:-}
 DOWN=${DOWN:-2}
+LIMIT_RATE=${LIMIT_RATE:-}
+nginx_extra=()
+[ -z "$LIMIT_RATE" ] || nginx_extra=("limit_rate $LIMIT_RATE;")
 export ESPFLEET=$top/$BUILD/src/cli/espfleet ESPFLEETD=$top/$BUILD/src/sim/espfleetd
 . tests/integration/ota-lib.sh
 
@@ -69,7 +76,7 @@ bytes=$(stat -c %s "$OTA_WWW/fw.bin")
 start_mosquitto "$PKI"
 mqtt_sub_bg "$PKI" "$T/log.out" '/esp/+/log'
 port=$(free_port)
-ota_nginx "$PKI" "$OTA_WWW" "$port"
+ota_nginx "$PKI" "$OTA_WWW" "$port" "${nginx_extra[@]}"
 url="https://localhost:$port/fw.bin"
 
 write_conf "$T/bench.conf" "$FLEET" \
@@ -110,7 +117,7 @@ while :; do
                 kill -TERM "$NGINX_PID"
                 wait "$NGINX_PID" 2>/dev/null || true
                 sleep "$DOWN"
-                ota_nginx "$PKI" "$OTA_WWW" "$port"
+                ota_nginx "$PKI" "$OTA_WWW" "$port" "${nginx_extra[@]}"
                 restarted="$restarted when it stopped, down $DOWN s"
         fi
         f=$(finished)
@@ -170,6 +177,7 @@ printf '| fleet: %s devices, one broadcast, until all verified and selected | %s
         "$N" "$fleet_s" "$(mib "$fleet_bps")"
 printf '| baseline: curl --parallel --parallel-max %s, same file x %s | %s s, %s MiB/s aggregate |\n' \
         "$N" "$N" "$curl_s" "$(mib "$curl_bps")"
+[ -z "$LIMIT_RATE" ] || printf '| nginx limit_rate per connection | %s |\n' "$LIMIT_RATE"
 if [ -n "$restarted" ]; then
         printf '| nginx restarted %s s after the broadcast | %s |\n' "$RESTART_AFTER" "$restarted"
 fi
