@@ -6,13 +6,22 @@
 /* The sanitizers' defaults when a harness runs, however it is started (the
  * smoke, bench/fuzz.sh, or by hand on one crash file): undefined behaviour
  * is a crash, not a line in the log, and leaks are checked. Environment
- * variables still override these. */
+ * variables still override these.
+ *
+ * The quarantine (freed chunks kept poisoned, to catch a use after free) is
+ * 16 MiB instead of 256 MiB. libFuzzer runs a leak check after every input
+ * that allocated more than it freed, such as each config file libconfig
+ * rejects (its own suppressed leak, below), and a leak check walks every
+ * chunk, the quarantined ones included: fuzz-config spent 75 % of its time
+ * there, at 660 executions/s (3,500/s now). 16 MiB is still many times what
+ * one input of any harness frees, so a use after free within an input is
+ * caught as before. */
 const char *__asan_default_options(void);
 const char *__ubsan_default_options(void);
 const char *__lsan_default_suppressions(void);
 
 const char *__asan_default_options(void) {
-        return "detect_leaks=1";
+        return "detect_leaks=1:quarantine_size_mb=16";
 }
 
 const char *__ubsan_default_options(void) {
