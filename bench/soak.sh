@@ -108,13 +108,21 @@ proc_usage() {
 }
 online_now() { grep -oE "Fleet: online [0-9]+/$N" "$T/espfleetd.log" | tail -n 1 | grep -oE '[0-9]+' | head -n 1 || true; }
 ota_done() { count_lines "$T/espfleetd.log" ": OTA from '.*' done: version $1 "; }
-ota_failed() { count_lines "$T/espfleetd.log" ": OTA from '.*' failed"; }
+# an OTA that failed, but not the refusal of a device asked again that had
+# the version already (ESP-IDF's "same as a new" ESP_FAIL)
+same_as_new="is the same as a new\. We will not continue the update"
+ota_failed() { grep -E ": OTA from '.*' failed" "$T/espfleetd.log" | grep -cvE "$same_as_new" || true; }
+ota_refused_same() { count_lines "$T/espfleetd.log" ": OTA from '.*' failed: .*$same_as_new"; }
 # A device that churn had offline at the broadcast never saw it: as an
-# operator would, ask each device that has not reported the version again,
-# on its own topic, once the broadcast's jitter is over, every 60 s.
-ota_ask_again() { # version
+# operator would, ask each device that neither took the broadcast nor has
+# reported the version again, on its own topic, once the broadcast's jitter
+# is over, every 60 s.
+ota_ask_again() { # version log-line-at-the-broadcast
         local id
-        sed -nE "s/.*: ([^: ]+): OTA from '.*' done: version $1 .*/\1/p" "$T/espfleetd.log" | sort -u >"$T/done.ids"
+        sed -nE "s/.*: ([^: ]+): OTA from '.*' done: version $1 .*/\1/p" "$T/espfleetd.log" >"$T/done.ids"
+        tail -n +"$(($2 + 1))" "$T/espfleetd.log" |
+                sed -nE 's/.*: ([^: ]+): Command update\/run (\(broadcast\) )?accepted.*/\1/p' >>"$T/done.ids"
+        sort -u -o "$T/done.ids" "$T/done.ids"
         printf '%s\n' "${ids[@]}" | sort | comm -23 - "$T/done.ids" >"$T/missing.ids"
         while read -r id; do
                 mqtt_pub "$PKI" "/esp/$id/update/run" ""
@@ -139,6 +147,7 @@ while :; do
                 k=$((k + 1))
                 cp "$OTA_WWW/fw-$k.bin" "$OTA_WWW/fw.tmp"
                 mv -f "$OTA_WWW/fw.tmp" "$OTA_WWW/fw.bin"
+                ota_line=$(wc -l <"$T/espfleetd.log")
                 mqtt_pub "$PKI" /esp/update/run ""
                 ota_started[$k]=$t
                 next_ask=$((t + JITTER_MS / 1000 + 90))
@@ -146,7 +155,7 @@ while :; do
                 next_ota=$((next_ota + OTA_EVERY))
         fi
         if [ -n "$next_ask" ] && [ "$t" -ge "$next_ask" ]; then
-                ota_ask_again "${versions[$((k - 1))]}"
+                ota_ask_again "${versions[$((k - 1))]}" "$ota_line"
                 next_ask=$((t + 60))
                 [ -s "$T/missing.ids" ] || next_ask=
         fi
@@ -203,6 +212,7 @@ for ((k = 1; k <= n_ota; k++)); do
         echo "| OTA $k (t=${ota_started[$k]:-?} s, version ${versions[$((k - 1))]}) | $(ota_done "${versions[$((k - 1))]}")/$N devices done |"
 done
 echo "| OTA failures (all OTAs) | $(ota_failed) |"
+echo "| asked again while already running the version (refused: same version) | $(ota_refused_same) |"
 echo "| devices asked again on their own topic (offline at a broadcast) | $asked |"
 echo "| espfleetd RSS, after the first OTA -> the end | $((rss_b / 1024)) MiB -> $((rss_e / 1024)) MiB ($rss_g %) |"
 echo "| espfleetd open fds, after the first OTA -> the end | $fd_b -> $fd_e ($fd_g %) |"
