@@ -41,7 +41,11 @@ wait_count 10 "$T/op.out" "^/esp/$a/log I \(1\) acl: own topic" 1 || fail "A's o
 
 # A subscribes to B's commands, and to its own (the control that the
 # subscription works: mosquitto may grant a SUBACK and filter on delivery)
-as_a mosquitto_sub -i "$a-spy" -q 1 -v -t "/esp/$b/update/url" -t "/esp/$b/restart" -t "/esp/$a/update/url" \
+# not through as_a: a function in the background is a subshell, and $!
+# would be that subshell, not the client (which then outlived the test)
+mosquitto_sub -V mqttv5 -h localhost -p "$MQTT_PORT" --cafile "$T/pki/$PKI_CA" \
+        --cert "$T/fleet/devices/$a/device.crt" --key "$T/a.key" \
+        -i "$a-spy" -q 1 -v -t "/esp/$b/update/url" -t "/esp/$b/restart" -t "/esp/$a/update/url" \
         >"$T/spy.out" 2>"$T/spy.err" &
 _PIDS+=("$!")
 sleep 1

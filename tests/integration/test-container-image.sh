@@ -138,11 +138,16 @@ device = { boot_time_ms = 100; };
 log = { summary_interval = 1; };
 CONF
 if in_image espfleet status >"$T/health0.out" 2>&1; then fail "the healthcheck passed without a daemon"; fi
-in_image /usr/sbin/espfleetd -c /etc/espfleet/test.conf >>"$T/espfleetd.log" 2>&1 &
+# not through in_image: a function in the background is a subshell, and
+# DAEMON_PID would be that subshell, not the daemon (which then outlived the
+# test); chroot and env exec, so $! is espfleetd itself
+chroot --userspec="$uid:$uid" "$ROOT" env -i "${image_env[@]}" /usr/sbin/espfleetd -c /etc/espfleet/test.conf \
+        >>"$T/espfleetd.log" 2>&1 &
 DAEMON_PID=$!
 _PIDS+=("$DAEMON_PID")
 wait_count 30 "$T/espfleetd.log" "Fleet: online 3/3" 1 || fail "the image's daemon did not bring 3 devices online"
 in_image espfleet status >"$T/health.out" 2>&1 || { cat "$T/health.out" >&2; fail "the healthcheck fails with the daemon running"; }
 grep -q "3" "$T/health.out" || fail "espfleet status does not show the fleet"
 stop_daemon
+if pgrep -f -- "-c /etc/espfleet/test.conf" >/dev/null; then fail "the image's daemon outlived stop_daemon"; fi
 echo "ok: the image builds; its entrypoint, user, volumes and healthcheck are right, and its files run a fleet"
